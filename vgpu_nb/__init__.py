@@ -1,0 +1,40 @@
+"""vgpu_nb: GPU computing you can see in a notebook.
+
+``import vgpu_nb as vg`` — this module only re-exports the public API.
+"""
+
+from . import errors, telemetry
+from .array import Array, arange, asarray, empty, full, ones, zeros
+from .backends.base import Device, DeviceInfo
+from .devices import default_device, device, devices, get_device, use
+from .dtypes import ALL as dtypes
+from .dtypes import DType, f32, f64, i32, i64, u32
+from .dtypes import bool_ as bool  # noqa: A004  (vg.bool, as in the kernel language)
+from .errors import (
+    AxisOutOfRange,
+    BackendError,
+    BufferTooLarge,
+    DeviceMismatch,
+    DeviceUnavailable,
+    EmptyReduction,
+    NotAnArray,
+    ShapeMismatch,
+    UnknownDevice,
+    UnsupportedDType,
+    UnsupportedOnBackend,
+    VgpuError,
+)
+from .ops import argmax, argmin, dot, matmul, max, mean, min, norm, prod, std, sum, var
+from .telemetry import profile
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Array", "AxisOutOfRange", "BackendError", "BufferTooLarge", "DType", "Device",
+    "DeviceInfo", "DeviceMismatch", "DeviceUnavailable", "EmptyReduction", "NotAnArray",
+    "ShapeMismatch", "UnknownDevice", "UnsupportedDType", "UnsupportedOnBackend", "VgpuError",
+    "arange", "argmax", "argmin", "asarray", "bool", "default_device", "device", "devices",
+    "dot", "dtypes", "empty", "errors", "f32", "f64", "full", "get_device", "i32", "i64",
+    "matmul", "max", "mean", "min", "norm", "ones", "prod", "profile", "std", "sum",
+    "telemetry", "u32", "use", "var", "zeros",
+]  # fmt: skip

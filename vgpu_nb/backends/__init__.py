@@ -1,0 +1,1 @@
+"""Backends: one module each behind :mod:`vgpu_nb.backends.base`."""

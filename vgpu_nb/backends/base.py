@@ -1,0 +1,150 @@
+"""The small interface every backend implements.
+
+A *backend module* (``numpy_backend``, ``numba_backend``, ``cuda_backend``,
+``wgpu_backend``) exposes two functions:
+
+* ``discover() -> list[DeviceInfo]`` — one row per device it could offer, including
+  unavailable ones with ``why_not`` filled in (never raises);
+* ``open_device(info) -> Device`` — the live device for an available row.
+
+A :class:`Device` owns buffers in its native form (``np.ndarray`` for numpy/numba,
+``cupy.ndarray`` for cuda, a GPU buffer for wgpu) and implements a handful of primitives.
+All NumPy semantics (result dtypes, empty inputs, ``axis`` handling, mean/var/std
+composition) live once in ``vgpu_nb.ops``; backends only see non-empty, well-formed
+:class:`ReduceRequest` s.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..dtypes import DType
+
+#: Reduction kinds a backend implements. ``x`` is first converted to ``acc``, then mapped:
+#:   sum: x       prod: x        min/max: x (NaN propagates)     argmin/argmax: first index
+#:   sumsq: x*x   sqdev: (x - center)**2     dot: x*y
+#: then combined (add, mul, min, max). Afterwards ``post``: divide by ``divisor`` (in acc),
+#: ``sqrt`` if asked, cast to ``out``. argmin/argmax ignore acc/post and give int64.
+REDUCE_KINDS = ("sum", "prod", "min", "max", "argmin", "argmax", "sumsq", "sqdev", "dot")
+
+#: A timer is started before an op and stopped right after it is enqueued. ``stop()``
+#: returns a resolver giving device seconds (or None) — called lazily, maybe much later.
+Resolver = Callable[[], "float | None"]
+StopTimer = Callable[[], Resolver]
+
+
+@dataclass
+class DeviceInfo:
+    """One row of ``vg.devices()``."""
+
+    name: str  # "numpy", "numba", "cuda:0", "wgpu:1"
+    backend: str  # "numpy" | "numba" | "cuda" | "wgpu"
+    adapter: str  # human name: "NVIDIA H200 / Vulkan", "llvmpipe / Vulkan (CPU-emulated)"
+    kind: str  # "cpu" | "gpu" | "cpu-emulated gpu"
+    memory_bytes: int | None = None
+    compute_units: int | None = None
+    available: bool = True
+    why_not: str | None = None  # when unavailable: the reason and the fix
+    extra: dict[str, Any] = field(default_factory=dict)  # backend details (features, limits)
+
+
+@dataclass(frozen=True)
+class ReduceRequest:
+    """A reduction as backends see it: non-empty, 1-D or 2-D, ``axis`` in (None, 0, 1)."""
+
+    kind: str
+    x: Any  # native buffer of ``shape`` / ``dtype``
+    shape: tuple[int, ...]
+    dtype: DType
+    axis: int | None  # None: all elements (C order) → 0-d; else 0 or 1 of a 2-D array
+    acc: DType  # accumulate (and map) in this dtype
+    out: DType  # result dtype
+    divisor: float | None = None
+    sqrt: bool = False
+    y: Any = None  # dot: second operand, same shape (its own dtype is ``y_dtype``)
+    y_dtype: DType | None = None
+    center: Any = None  # sqdev: native buffer of dtype ``acc`` with the output's shape
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        if self.axis is None:
+            return ()
+        return (self.shape[1 - self.axis],)
+
+    @property
+    def length(self) -> int:
+        """Elements reduced into each output."""
+        if self.axis is None:
+            return int(np.prod(self.shape))
+        return self.shape[self.axis]
+
+
+class Device(ABC):
+    """A live device. Subclasses set ``backend`` and implement the abstract primitives."""
+
+    backend: str = ""
+
+    def __init__(self, info: DeviceInfo):
+        self.info = info
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def __repr__(self) -> str:
+        return f"<vg.Device {self.name}: {self.info.adapter}>"
+
+    # ---- capability ---------------------------------------------------------------
+    def unsupported(self, op: str, dtypes: Iterable[DType]) -> str | None:
+        """Why ``op`` involving ``dtypes`` (inputs, accumulator, result) cannot be computed
+        exactly here, or None if it can."""
+        return None
+
+    # ---- memory --------------------------------------------------------------------
+    @abstractmethod
+    def from_numpy(self, a: np.ndarray) -> Any:
+        """Copy a C-contiguous host array of a supported dtype onto the device."""
+
+    @abstractmethod
+    def to_numpy(self, buf: Any, shape: tuple[int, ...], dtype: DType) -> np.ndarray:
+        """The device buffer as a host array (a view on host-memory devices)."""
+
+    def empty(self, shape: tuple[int, ...], dtype: DType) -> Any:
+        return self.from_numpy(np.empty(shape, dtype.np))
+
+    def full(self, shape: tuple[int, ...], value: Any, dtype: DType) -> Any:
+        return self.from_numpy(np.full(shape, value, dtype.np))
+
+    def reshape(self, buf: Any, shape: tuple[int, ...]) -> Any:
+        """The same memory seen with a new shape. Flat buffers (wgpu) need nothing."""
+        return buf
+
+    def copy(self, buf: Any, shape: tuple[int, ...], dtype: DType) -> Any:
+        return self.from_numpy(np.array(self.to_numpy(buf, shape, dtype)))
+
+    def astype(self, buf: Any, shape: tuple[int, ...], src: DType, dst: DType) -> Any:
+        """Convert dtype (NumPy ``astype`` semantics). Default: through the host."""
+        return self.from_numpy(self.to_numpy(buf, shape, src).astype(dst.np))
+
+    def sync(self) -> None:
+        """Wait until all queued work on this device is done."""
+
+    # ---- compute -------------------------------------------------------------------
+    @abstractmethod
+    def reduce(self, req: ReduceRequest) -> Any:
+        """Native buffer with ``req.out_shape`` and dtype ``req.out`` (int64 for arg*)."""
+
+    @abstractmethod
+    def matmul(self, a: Any, b: Any, m: int, k: int, n: int, dtype: DType) -> Any:
+        """``(m, k) @ (k, n)`` of two buffers of ``dtype`` → buffer ``(m, n)``."""
+
+    # ---- timing --------------------------------------------------------------------
+    def start_timer(self) -> StopTimer | None:
+        """Start a device clock for the next ops, or None when the host clock is the
+        device clock (CPU backends)."""
+        return None

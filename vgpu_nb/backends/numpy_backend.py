@@ -1,0 +1,109 @@
+"""The ``numpy`` backend: reference semantics on the host, one NumPy call per primitive.
+
+It is the oracle the other backends are tested against, and the debugging backend of the
+kernel language (kernels run thread by thread there, bounds-checked).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..dtypes import DType
+from .base import Device, DeviceInfo, ReduceRequest
+
+
+def host_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def discover() -> list[DeviceInfo]:
+    return [
+        DeviceInfo(
+            name="numpy",
+            backend="numpy",
+            adapter=f"NumPy {np.__version__} (host, 1 thread + BLAS)",
+            kind="cpu",
+            memory_bytes=host_memory_bytes(),
+            compute_units=1,
+        )
+    ]
+
+
+def open_device(info: DeviceInfo) -> NumpyDevice:
+    return NumpyDevice(info)
+
+
+def reduce_host(req: ReduceRequest, x: np.ndarray, y: np.ndarray | None, center: Any) -> Any:
+    """Reference implementation of a :class:`ReduceRequest` on host arrays."""
+    kind, axis = req.kind, req.axis
+    if kind in ("argmin", "argmax"):
+        return np.asarray(getattr(np, kind)(x, axis=axis), dtype=np.int64)
+    if kind in ("min", "max"):
+        return np.asarray(getattr(np, kind)(x, axis=axis))
+    acc = req.acc.np
+    xa = x.astype(acc, copy=False)
+    if kind == "sum":
+        r = np.sum(xa, axis=axis, dtype=acc)
+    elif kind == "prod":
+        r = np.prod(xa, axis=axis, dtype=acc)
+    elif kind == "sumsq":
+        r = np.sum(xa * xa, axis=axis, dtype=acc)
+    elif kind == "dot":
+        r = np.sum(xa * y.astype(acc, copy=False), axis=axis, dtype=acc)
+    elif kind == "sqdev":
+        c = np.asarray(center, dtype=acc)
+        if axis == 1:
+            c = c[:, None]
+        d = xa - c
+        r = np.sum(d * d, axis=axis, dtype=acc)
+    else:
+        raise ValueError(f"unknown reduction kind {kind!r}")
+    return post_host(req, np.asarray(r))
+
+
+def post_host(req: ReduceRequest, r: np.ndarray) -> np.ndarray:
+    """The shared epilogue: ``/ divisor`` in acc, ``sqrt``, cast to ``out``."""
+    acc = req.acc.np
+    if req.divisor is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.true_divide(r, acc.type(req.divisor), dtype=acc)
+    if req.sqrt:
+        r = np.sqrt(r)
+    return np.asarray(r).astype(req.out.np, copy=False)
+
+
+class NumpyDevice(Device):
+    backend = "numpy"
+
+    def from_numpy(self, a: np.ndarray) -> np.ndarray:
+        return np.array(a, copy=True, order="C")
+
+    def to_numpy(self, buf: np.ndarray, shape: tuple[int, ...], dtype: DType) -> np.ndarray:
+        return buf
+
+    def reshape(self, buf: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return buf.reshape(shape)
+
+    def copy(self, buf: np.ndarray, shape: tuple[int, ...], dtype: DType) -> np.ndarray:
+        return buf.copy()
+
+    def empty(self, shape: tuple[int, ...], dtype: DType) -> np.ndarray:
+        return np.empty(shape, dtype.np)
+
+    def full(self, shape: tuple[int, ...], value: Any, dtype: DType) -> np.ndarray:
+        return np.full(shape, value, dtype.np)
+
+    def astype(self, buf: np.ndarray, shape: tuple[int, ...], src: DType, dst: DType) -> Any:
+        return buf.astype(dst.np)
+
+    def reduce(self, req: ReduceRequest) -> np.ndarray:
+        return reduce_host(req, req.x, req.y, req.center)
+
+    def matmul(self, a: Any, b: Any, m: int, k: int, n: int, dtype: DType) -> np.ndarray:
+        return np.matmul(a.reshape(m, k), b.reshape(k, n))

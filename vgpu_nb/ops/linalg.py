@@ -1,0 +1,46 @@
+"""Matrix product on every backend: BLAS through NumPy (numpy, numba), cuBLAS through CuPy
+(cuda), our register-blocked tiled WGSL shader (wgpu, f32)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..array import Array, check_same_device
+from ..dtypes import as_dtype
+from ..errors import ShapeMismatch
+from ..telemetry import recorded
+from .reductions import _check_supported
+
+
+def matmul(a: Array, b: Array) -> Array:
+    """``a @ b`` for 1-D and 2-D operands with NumPy's rules (a 1-D left operand is a row,
+    a 1-D right operand a column, and that dimension is dropped from the result)."""
+    dev = check_same_device("matmul", a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeMismatch("matmul: 0-d operands are not allowed", fix="multiply instead")
+    if a.ndim > 2 or b.ndim > 2:
+        raise ShapeMismatch(
+            f"matmul: batched (n-D) operands {a.shape} @ {b.shape} are not supported yet",
+            fix="loop over the batch, or reshape to 2-D",
+        )
+    m, k = (1, a.shape[0]) if a.ndim == 1 else a.shape
+    k2, n = (b.shape[0], 1) if b.ndim == 1 else b.shape
+    if k != k2:
+        raise ShapeMismatch(
+            f"matmul: {a.shape} @ {b.shape}: inner dimensions differ ({k} ≠ {k2})",
+            fix="check the operand order, or transpose one operand",
+        )
+    out = as_dtype(np.result_type(a.dtype.np, b.dtype.np))
+    _check_supported(dev, "matmul", out)
+    shape = tuple(s for s, keep in ((m, a.ndim == 2), (n, b.ndim == 2)) if keep)
+    if m * n == 0 or k == 0:
+        return Array(dev.full(shape, 0, out), shape, out, dev)
+    a = a if a.dtype == out else a.astype(out)
+    b = b if b.dtype == out else b.astype(out)
+
+    def compute():  # noqa: ANN202
+        return dev.matmul(a._buf, b._buf, m, k, n, out)
+
+    nbytes = (m * k + k * n + m * n) * out.itemsize
+    buf = recorded(dev, "matmul", (m, k, n), out.name, nbytes, 2 * m * n * k, compute)
+    return Array(dev.reshape(buf, shape), shape, out, dev)

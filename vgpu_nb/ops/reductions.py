@@ -1,0 +1,221 @@
+"""Built-in reductions with NumPy semantics, on every backend.
+
+This module owns the semantics once — result dtypes (derived from NumPy itself, so
+``int32 → int64`` for ``sum``), empty inputs (``sum`` → 0, ``max`` → error, ``mean`` → NaN
+with a warning), ``axis`` handling and the composition of mean/var/std/norm — and hands
+backends plain :class:`~vgpu_nb.backends.base.ReduceRequest` s.
+
+``axis`` is ``None`` (all elements) or, on n-D arrays, the first or the last axis
+(n-D arrays are viewed as 2-D). Results are ``vg.Array`` s on the input's device; full
+reductions give 0-d arrays (``float(r)`` / ``r.item()`` read them).
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..array import Array, check_same_device
+from ..backends.base import Device, ReduceRequest
+from ..dtypes import DType, as_dtype, i64
+from ..errors import AxisOutOfRange, EmptyReduction, ShapeMismatch, UnsupportedOnBackend
+from ..telemetry import recorded
+
+_NUMPY_OP: dict[str, Callable[..., Any]] = {
+    "sum": np.sum,
+    "prod": np.prod,
+    "min": np.min,
+    "max": np.max,
+    "argmin": np.argmin,
+    "argmax": np.argmax,
+    "mean": np.mean,
+    "var": np.var,
+    "std": np.std,
+    "norm": np.linalg.norm,
+}
+# flops per element and passes over the input, for telemetry
+_COST = {"var": (4, 2), "std": (4, 2), "norm": (2, 1), "dot": (2, 1)}
+_IDENTITY = {"sum": 0, "prod": 1, "norm": 0, "dot": 0}
+
+
+@functools.cache
+def result_dtype(op: str, dtype: DType) -> DType:
+    """The dtype NumPy gives ``op`` on ``dtype`` (asked of NumPy, not re-implemented)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return as_dtype(np.asarray(_NUMPY_OP[op](np.ones(3, dtype.np))).dtype)
+
+
+def _layout(op: str, shape: tuple[int, ...], axis: Any) -> tuple[tuple[int, ...], int | None, tuple[int, ...]]:
+    """(shape seen by the backend, its axis, user-visible result shape)."""
+    nd = len(shape)
+    if axis is None or (isinstance(axis, tuple) and sorted(a % builtins.max(nd, 1) for a in axis) == list(range(nd))):
+        return shape, None, ()
+    if isinstance(axis, tuple):
+        if len(axis) != 1:
+            raise AxisOutOfRange(
+                f"{op}: axis={axis} is not supported on a {nd}-D array",
+                fix="reduce over one axis, or all of them (axis=None)",
+            )
+        axis = axis[0]
+    if not isinstance(axis, (int, np.integer)) or not -nd <= axis < nd or nd == 0:
+        raise AxisOutOfRange(
+            f"{op}: axis {axis!r} is out of bounds for an array of dimension {nd}",
+            fix=f"use axis=None or an int in [-{nd}, {nd - 1}]" if nd else "use axis=None",
+        )
+    axis = int(axis) % nd
+    if nd == 1:
+        return shape, None, ()
+    if axis == 0:
+        return (shape[0], math.prod(shape[1:])), 0, shape[1:]
+    if axis == nd - 1:
+        return (math.prod(shape[:-1]), shape[-1]), 1, shape[:-1]
+    raise AxisOutOfRange(
+        f"{op}: axis={axis} of a {nd}-D array is not supported (only the first or last axis)",
+        fix="reshape to 2-D so that the axis is first or last",
+    )
+
+
+def _check_supported(dev: Device, op: str, *dts: DType) -> None:
+    reason = dev.unsupported(op, dts)
+    if reason:
+        raise UnsupportedOnBackend(
+            f"{op} on {'/'.join(sorted({d.name for d in dts}))} is not supported on "
+            f"{dev.name}: {reason}",
+            fix="move the data to a device that supports it (x.to('numba')) or cast "
+            "(x.astype(vg.f32))",
+        )
+
+
+def _reduce(op: str, x: Array, axis: Any = None, *, ddof: int = 0, y: Array | None = None) -> Array:
+    dev = check_same_device(op, x) if y is None else check_same_device(op, x, y)
+    shape2, ax, out_shape = _layout(op, x.shape, axis)
+    length = x.size if ax is None else shape2[ax]
+    if op == "dot":
+        out = as_dtype(np.result_type(x.dtype.np, y.dtype.np))  # type: ignore[union-attr]
+        acc = i64 if out.name == "bool" else out
+        involved: tuple[DType, ...] = (x.dtype, y.dtype, out, acc)  # type: ignore[union-attr]
+    else:
+        out = result_dtype(op, x.dtype)
+        acc = out if op not in ("argmin", "argmax") else x.dtype
+        involved = (x.dtype, out, acc)
+    _check_supported(dev, op, *involved)
+
+    if math.prod(out_shape) == 0:
+        return Array(dev.empty(out_shape, out), out_shape, out, dev)
+    if length == 0:
+        return _empty_reduction(op, dev, out_shape, out, axis)
+
+    def req(kind: str, **kw: Any) -> ReduceRequest:
+        base: dict[str, Any] = dict(
+            kind=kind, x=dev.reshape(x._buf, shape2), shape=shape2, dtype=x.dtype,
+            axis=ax, acc=acc, out=out,
+        )  # fmt: skip
+        return ReduceRequest(**(base | kw))
+
+    def compute() -> Any:
+        if op in ("sum", "prod", "min", "max", "argmin", "argmax"):
+            return dev.reduce(req(op))
+        if op == "mean":
+            return dev.reduce(req("sum", divisor=length))
+        if op == "norm":
+            return dev.reduce(req("sumsq", sqrt=True))
+        if op == "dot":
+            yb = dev.reshape(y._buf, shape2)  # type: ignore[union-attr]
+            return dev.reduce(req("dot", y=yb, y_dtype=y.dtype))  # type: ignore[union-attr]
+        # var / std: two passes, the mean stays on the device
+        dof = length - ddof
+        if dof <= 0:
+            warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=4)
+        mean = dev.reduce(req("sum", out=acc, divisor=length))
+        return dev.reduce(req("sqdev", center=mean, divisor=builtins.max(dof, 0), sqrt=op == "std"))
+
+    flops, passes = _COST.get(op, (1, 1))
+    nbytes = passes * x.nbytes + (y.nbytes if y is not None else 0)
+    nbytes += math.prod(out_shape) * out.itemsize
+    buf = recorded(dev, op, x.shape, x.dtype.name, nbytes, flops * x.size, compute)
+    return Array(dev.reshape(buf, out_shape), out_shape, out, dev)
+
+
+def _empty_reduction(op: str, dev: Device, out_shape: tuple[int, ...], out: DType, axis: Any) -> Array:
+    if op in _IDENTITY:
+        return Array(dev.full(out_shape, _IDENTITY[op], out), out_shape, out, dev)
+    if op in ("mean", "var", "std"):
+        warnings.warn("Mean of empty slice", RuntimeWarning, stacklevel=3)
+        return Array(dev.full(out_shape, np.nan, out), out_shape, out, dev)
+    np_name = {"min": "minimum", "max": "maximum"}.get(op, op)
+    raise EmptyReduction(
+        f"zero-size array to reduction operation {np_name} which has no identity",
+        where=f"vg.{op}(axis={axis})",
+        fix="check x.size first, or use vg.sum / vg.mean which are defined on empty input",
+    )
+
+
+def sum(x: Array, axis: Any = None) -> Array:
+    """Sum of elements (int32/bool → int64, uint32 → uint64, like NumPy)."""
+    return _reduce("sum", x, axis)
+
+
+def prod(x: Array, axis: Any = None) -> Array:
+    return _reduce("prod", x, axis)
+
+
+def min(x: Array, axis: Any = None) -> Array:
+    """Minimum; NaN if any element is NaN; ValueError-like error on empty input."""
+    return _reduce("min", x, axis)
+
+
+def max(x: Array, axis: Any = None) -> Array:
+    return _reduce("max", x, axis)
+
+
+def argmin(x: Array, axis: Any = None) -> Array:
+    """Index of the first minimum (of the first NaN if any), int64; flat index for
+    ``axis=None``."""
+    return _reduce("argmin", x, axis)
+
+
+def argmax(x: Array, axis: Any = None) -> Array:
+    return _reduce("argmax", x, axis)
+
+
+def mean(x: Array, axis: Any = None) -> Array:
+    """Arithmetic mean (f32 stays f32, integers give f64)."""
+    return _reduce("mean", x, axis)
+
+
+def var(x: Array, axis: Any = None, ddof: int = 0) -> Array:
+    """Variance, two-pass (mean, then squared deviations), like NumPy."""
+    return _reduce("var", x, axis, ddof=ddof)
+
+
+def std(x: Array, axis: Any = None, ddof: int = 0) -> Array:
+    return _reduce("std", x, axis, ddof=ddof)
+
+
+def norm(x: Array, axis: Any = None) -> Array:
+    """2-norm of a vector, Frobenius norm of a matrix (``axis=None``), or per row/column."""
+    return _reduce("norm", x, axis)
+
+
+def dot(a: Array, b: Array) -> Array:
+    """Inner product of two 1-D arrays; for 2-D operands the matrix product (as np.dot)."""
+    check_same_device("dot", a, b)
+    if a.ndim == 1 and b.ndim == 1:
+        if a.shape != b.shape:
+            raise ShapeMismatch(
+                f"dot: shapes {a.shape} and {b.shape} are not aligned",
+                fix="both vectors need the same length",
+            )
+        return _reduce("dot", a, None, y=b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeMismatch("dot: 0-d operands are not supported", fix="multiply instead")
+    from .linalg import matmul
+
+    return matmul(a, b)

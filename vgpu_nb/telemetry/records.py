@@ -1,0 +1,69 @@
+"""Op records: what one reduction/matmul did, how long it took, how fast it went.
+
+Device time is resolved lazily: CUDA events and WebGPU timestamp queries are read only
+when someone asks (``rec.device_s``), so recording never forces a host↔device sync.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+_UNRESOLVED = object()
+
+
+@dataclass(eq=False)
+class OpRecord:
+    """One built-in op call on one device."""
+
+    kind: ClassVar[str] = "op"
+    op: str
+    device: str
+    shape: tuple[int, ...]
+    dtype: str
+    bytes: int  # bytes the op must move at least (inputs read once, output written once)
+    flops: int  # arithmetic operations (one per add/mul/compare)
+    host_s: float  # wall time of the call on the host (async backends return early)
+    t_start: float = field(default_factory=time.time)
+    _device_timer: Callable[[], float | None] | None = field(default=None, repr=False)
+    _device_s: Any = field(default=_UNRESOLVED, repr=False)
+
+    @property
+    def device_s(self) -> float | None:
+        """Seconds measured on the device (CUDA events, WebGPU timestamps), or None where
+        the backend has no device clock (NumPy, Numba: host time is device time there)."""
+        if self._device_s is _UNRESOLVED:
+            self._device_s = self._device_timer() if self._device_timer else None
+            self._device_timer = None
+        return self._device_s
+
+    @property
+    def seconds(self) -> float:
+        d = self.device_s
+        return d if d is not None else self.host_s
+
+    @property
+    def gbps(self) -> float:
+        return self.bytes / self.seconds / 1e9 if self.seconds > 0 else float("nan")
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.seconds / 1e9 if self.seconds > 0 else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self.device_s
+        return {
+            "op": self.op,
+            "device": self.device,
+            "shape": self.shape,
+            "dtype": self.dtype,
+            "bytes": self.bytes,
+            "flops": self.flops,
+            "host_ms": self.host_s * 1e3,
+            "device_ms": d * 1e3 if d is not None else float("nan"),
+            "GB/s": self.gbps,
+            "GFLOPS": self.gflops,
+            "t_start": self.t_start,
+        }
