@@ -8,7 +8,7 @@ from .array import Array, arange, asarray, empty, full, ones, zeros
 from .backends.base import Device, DeviceInfo
 from .devices import default_device, device, devices, get_device, use
 from .dtypes import ALL as dtypes
-from .dtypes import DType, f32, f64, i32, i64, u32
+from .dtypes import DType, f32, f64, i32, i64, u32, u64
 from .dtypes import bool_ as bool  # noqa: A004  (vg.bool, as in the kernel language)
 from .errors import (
     AxisOutOfRange,
@@ -36,5 +36,5 @@ __all__ = [
     "arange", "argmax", "argmin", "asarray", "bool", "default_device", "device", "devices",
     "dot", "dtypes", "empty", "errors", "f32", "f64", "full", "get_device", "i32", "i64",
     "matmul", "max", "mean", "min", "norm", "ones", "prod", "profile", "std", "sum",
-    "telemetry", "u32", "use", "var", "zeros",
+    "telemetry", "u32", "u64", "use", "var", "zeros",
 ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""The six dtypes of vgpu_nb and the array type annotations of the kernel language.
+"""The dtypes of vgpu_nb (f32 f64 i32 u32 i64 bool, and u64 for sums of u32) and the array type annotations of the kernel language.
 
 ``vg.f32`` is both a dtype (``vg.zeros(4, dtype=vg.f32)``), a cast (``vg.f32(1.5)``) and,
 indexed, an array annotation for kernels (``vg.f32[:]``, ``vg.f32[:, :]``).
@@ -64,9 +64,10 @@ f64 = DType("f64", np.dtype(np.float64))
 i32 = DType("i32", np.dtype(np.int32))
 u32 = DType("u32", np.dtype(np.uint32))
 i64 = DType("i64", np.dtype(np.int64))
+u64 = DType("u64", np.dtype(np.uint64))  # what NumPy's sum of u32 gives
 bool_ = DType("bool", np.dtype(np.bool_))
 
-ALL: tuple[DType, ...] = (f32, f64, i32, u32, i64, bool_)
+ALL: tuple[DType, ...] = (f32, f64, i32, u32, i64, u64, bool_)
 _BY_NP = {d.np: d for d in ALL}
 _ALIASES = {d.name: d for d in ALL} | {str(d.np): d for d in ALL}
 
@@ -86,5 +87,5 @@ def as_dtype(obj: Any) -> DType:
         return _BY_NP[npd]
     raise UnsupportedDType(
         f"dtype {obj!r} is not supported",
-        fix="use one of f32, f64, i32, u32, i64, bool (e.g. x.astype(np.float32) first)",
+        fix="use one of f32, f64, i32, u32, i64, u64, bool (e.g. x.astype(np.float32) first)",
     )
