@@ -59,7 +59,9 @@ def data(op: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
 
 def np_op(op: str, a: np.ndarray, axis: int | None):
     if op == "norm":
-        return np.linalg.norm(a, axis=axis) if a.ndim == 1 or axis is not None else np.linalg.norm(a)
+        return (
+            np.linalg.norm(a, axis=axis) if a.ndim == 1 or axis is not None else np.linalg.norm(a)
+        )
     return getattr(np, op)(a, axis=axis)
 
 
@@ -147,7 +149,9 @@ def _nowarn():
 
 
 @pytest.mark.parametrize(
-    "op,dt,shape,axis", CASES, ids=[f"{o}-{d}-{'x'.join(map(str, s))}-ax{a}" for o, d, s, a in CASES]
+    "op,dt,shape,axis",
+    CASES,
+    ids=[f"{o}-{d}-{'x'.join(map(str, s))}-ax{a}" for o, d, s, a in CASES],
 )
 def test_reduction(device, op, dt, shape, axis):
     run_case(device, op, dt, shape, axis)
@@ -207,7 +211,9 @@ def test_round_trip_bit_exact(device, dt, shape, rng):
 @pytest.mark.parametrize("dt", DTYPES)
 def test_creation(device, dt):
     d = as_dtype(dt)
-    np.testing.assert_array_equal(vg.zeros((2, 3), d, device=device).numpy(), np.zeros((2, 3), d.np))
+    np.testing.assert_array_equal(
+        vg.zeros((2, 3), d, device=device).numpy(), np.zeros((2, 3), d.np)
+    )
     np.testing.assert_array_equal(vg.ones(5, d, device=device).numpy(), np.ones(5, d.np))
     np.testing.assert_array_equal(vg.full(4, 1, d, device=device).numpy(), np.full(4, 1, d.np))
     assert vg.empty((7,), d, device=device).shape == (7,)

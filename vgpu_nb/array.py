@@ -215,7 +215,9 @@ def empty(shape: ShapeLike, dtype: Any = _dt.f32, device: str | Device | None = 
     return Array(dev.empty(shp, dt), shp, dt, dev)
 
 
-def full(shape: ShapeLike, value: Any, dtype: Any = None, device: str | Device | None = None) -> Array:
+def full(
+    shape: ShapeLike, value: Any, dtype: Any = None, device: str | Device | None = None
+) -> Array:
     dt = as_dtype(dtype) if dtype is not None else as_dtype(np.asarray(value).dtype)
     dev, shp = get_device(device), _shape(shape)
     return Array(dev.full(shp, value, dt), shp, dt, dev)
@@ -230,7 +232,11 @@ def ones(shape: ShapeLike, dtype: Any = _dt.f32, device: str | Device | None = N
 
 
 def arange(
-    start: Any, stop: Any = None, step: Any = 1, dtype: Any = None, device: str | Device | None = None
+    start: Any,
+    stop: Any = None,
+    step: Any = 1,
+    dtype: Any = None,
+    device: str | Device | None = None,
 ) -> Array:
     """Like ``np.arange`` (ints → i64, floats → f64 unless ``dtype`` is given)."""
     host = np.arange(start, stop, step) if stop is not None else np.arange(start, step=step)

@@ -78,7 +78,9 @@ def devices() -> Any:
                 "why_not": i.why_not or "",
             }
         )
-    return pd.DataFrame(rows).set_index("device")
+    df = pd.DataFrame(rows).set_index("device")
+    df["compute_units"] = df["compute_units"].astype("Int64")
+    return df
 
 
 def _canonical(name: str) -> tuple[str, str]:
@@ -110,7 +112,10 @@ def get_device(spec: str | Device | None = None) -> Device:
             return scoped
         spec = _default_name
     if not isinstance(spec, str):
-        raise UnknownDevice(f"device must be a name like 'numba' or 'cuda:0', got {spec!r}")
+        raise UnknownDevice(
+            f"device must be a name like 'numba' or 'cuda:0', got {spec!r}",
+            fix="vg.devices() lists the names of this machine's devices",
+        )
     backend, name = _canonical(spec)
     with _lock:
         dev = _open.get(name)

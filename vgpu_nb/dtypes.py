@@ -1,4 +1,5 @@
-"""The dtypes of vgpu_nb (f32 f64 i32 u32 i64 bool, and u64 for sums of u32) and the array type annotations of the kernel language.
+"""The dtypes of vgpu_nb (f32 f64 i32 u32 i64 bool; u64 for sums of u32) and the array
+type annotations of the kernel language.
 
 ``vg.f32`` is both a dtype (``vg.zeros(4, dtype=vg.f32)``), a cast (``vg.f32(1.5)``) and,
 indexed, an array annotation for kernels (``vg.f32[:]``, ``vg.f32[:, :]``).

@@ -132,7 +132,8 @@ class Device(ABC):
         return self.from_numpy(self.to_numpy(buf, shape, src).astype(dst.np))
 
     def sync(self) -> None:
-        """Wait until all queued work on this device is done."""
+        """Wait until all queued work on this device is done (host backends: nothing)."""
+        return None
 
     # ---- compute -------------------------------------------------------------------
     @abstractmethod

@@ -52,10 +52,14 @@ def result_dtype(op: str, dtype: DType) -> DType:
         return as_dtype(np.asarray(_NUMPY_OP[op](np.ones(3, dtype.np))).dtype)
 
 
-def _layout(op: str, shape: tuple[int, ...], axis: Any) -> tuple[tuple[int, ...], int | None, tuple[int, ...]]:
+def _layout(
+    op: str, shape: tuple[int, ...], axis: Any
+) -> tuple[tuple[int, ...], int | None, tuple[int, ...]]:
     """(shape seen by the backend, its axis, user-visible result shape)."""
     nd = len(shape)
-    if axis is None or (isinstance(axis, tuple) and sorted(a % builtins.max(nd, 1) for a in axis) == list(range(nd))):
+    if axis is None or (
+        isinstance(axis, tuple) and sorted(a % builtins.max(nd, 1) for a in axis) == list(range(nd))
+    ):
         return shape, None, ()
     if isinstance(axis, tuple):
         if len(axis) != 1:
@@ -143,7 +147,9 @@ def _reduce(op: str, x: Array, axis: Any = None, *, ddof: int = 0, y: Array | No
     return Array(dev.reshape(buf, out_shape), out_shape, out, dev)
 
 
-def _empty_reduction(op: str, dev: Device, out_shape: tuple[int, ...], out: DType, axis: Any) -> Array:
+def _empty_reduction(
+    op: str, dev: Device, out_shape: tuple[int, ...], out: DType, axis: Any
+) -> Array:
     if op in _IDENTITY:
         return Array(dev.full(out_shape, _IDENTITY[op], out), out_shape, out, dev)
     if op in ("mean", "var", "std"):

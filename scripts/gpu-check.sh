@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# GPU check for the lent NVIDIA machine (the `device` tool): install the carried wheels and
+# Vulkan loader, list devices, run the GPU-marked tests (cuda + hardware wgpu adapters) and
+# the GPU benchmarks, and write logs + JSON to $OUT (or ./gpu-check-out here).
+#
+#   run (device tool), carry [".whl", ".gl"]:  bash scripts/gpu-check.sh
+#
+# The wheels (.whl/) and debs (.gl/) are made on the dev machine, see README "GPU check".
+set -uo pipefail
+OUTDIR=${OUT:-gpu-check-out}
+mkdir -p "$OUTDIR"
+export PYTHONUNBUFFERED=1 XDG_RUNTIME_DIR=/tmp
+
+if ls .gl/*.deb >/dev/null 2>&1; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUTDIR/nvidia-smi.txt"
+python3 -m vgpu_nb devices 2>&1 | tee "$OUTDIR/devices.txt"
+
+label=$(python3 -c "import cupy; print(cupy.cuda.runtime.getDeviceProperties(0)['name'].decode().split()[-1].lower())" 2>/dev/null || echo gpu)
+python3 -m pytest -m gpu -q -p no:cacheprovider tests/ ${PYTEST_ARGS:-} >"$OUTDIR/pytest-gpu.log" 2>&1
+rc=$?
+tail -n 30 "$OUTDIR/pytest-gpu.log"
+echo "pytest -m gpu exit code: $rc"
+
+python3 bench/bench_gpu.py --out "$OUTDIR/gpu_$label.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUTDIR/bench-gpu.log"
+python3 bench/bench_numba_sum.py --log2n 28 --out "$OUTDIR/numba_sum_$label.json" 2>&1 | tee "$OUTDIR/bench-numba.log"
+exit $rc
