@@ -17,13 +17,14 @@ composition) live once in ``vgpu_nb.ops``; backends only see non-empty, well-for
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..dtypes import DType
+from ..errors import UnsupportedOnBackend
 
 #: Reduction kinds a backend implements. ``x`` is first converted to ``acc``, then mapped:
 #:   sum: x       prod: x        min/max: x (NaN propagates)     argmin/argmax: first index
@@ -100,10 +101,25 @@ class Device(ABC):
         return f"<vg.Device {self.name}: {self.info.adapter}>"
 
     # ---- capability ---------------------------------------------------------------
-    def unsupported(self, op: str, dtypes: Iterable[DType]) -> str | None:
-        """Why ``op`` involving ``dtypes`` (inputs, accumulator, result) cannot be computed
-        exactly here, or None if it can."""
+    def unsupported(
+        self, op: str, inputs: Sequence[DType], out: DType, acc: DType | None = None
+    ) -> str | None:
+        """Why ``op`` on ``inputs`` (accumulating in ``acc``, giving ``out``) cannot be
+        computed exactly here, or None if it can."""
         return None
+
+    def require(
+        self, op: str, inputs: Sequence[DType], out: DType, acc: DType | None = None
+    ) -> None:
+        """Raise :class:`UnsupportedOnBackend` with the reason and a fix, if unsupported."""
+        reason = self.unsupported(op, inputs, out, acc)
+        if reason:
+            names = "/".join(sorted({d.name for d in inputs}))
+            raise UnsupportedOnBackend(
+                f"{op} on {names} is not supported on {self.name}: {reason}",
+                fix="move the data to a device that supports it (x.to('numba')) or cast "
+                "(x.astype(vg.f32))",
+            )
 
     # ---- memory --------------------------------------------------------------------
     @abstractmethod

@@ -28,14 +28,14 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..dtypes import DType
-from ..errors import BackendError, BufferTooLarge, UnsupportedOnBackend, VgpuError
+from ..errors import BackendError, BufferTooLarge, VgpuError
 from .base import Device, DeviceInfo, ReduceRequest, Resolver, StopTimer
 from .numpy_backend import host_memory_bytes
 from .wgsl import ITEMSIZE, Shader, dispatch_2d
@@ -329,23 +329,26 @@ class WgpuDevice(Device):
             ) from exc
 
     # ---- capability ---------------------------------------------------------------------
-    def unsupported(self, op: str, dtypes: Iterable[DType]) -> str | None:
-        names = [d.name for d in dtypes]
+    def unsupported(
+        self, op: str, inputs: Sequence[DType], out: DType, acc: DType | None = None
+    ) -> str | None:
         if op == "matmul":
-            bad = sorted({n for n in names if n != "f32"})
+            bad = sorted({d.name for d in (*inputs, out) if d.name != "f32"})
             if bad:
                 return f"the WGSL matmul is f32-only (got {', '.join(bad)})"
             return None
-        wide = [n for n in names if n in ("i64", "u64")]
-        if op in ("argmin", "argmax") and "i64" in wide:
-            wide.remove("i64")  # the int64 index is written as two u32 words
-        if op == "dot" and wide == ["i64"] and {n for n in names if n != "i64"} == {"bool"}:
-            wide = []  # bool · bool: the int64 count is only tested for != 0 (see _bool_dot)
+        used = list(inputs)
+        if op not in ("argmin", "argmax"):
+            used.append(out)  # (the int64 index of arg* is written as two u32 words)
+        if acc is not None and not _bool_dot(op, used):
+            used.append(acc)  # (bool · bool is any(x & y): its int64 count is never formed)
+        names = {d.name for d in used}
+        wide = sorted(names & {"i64", "u64"})
         missing = []
         if "f64" in names and "shader-f64" not in self.features:
             missing.append("float64 needs the WebGPU feature 'shader-f64'")
         if wide and "shader-int64" not in self.features:
-            missing.append(f"{'/'.join(sorted(set(wide)))} needs 'shader-int64'")
+            missing.append(f"{'/'.join(wide)} needs 'shader-int64'")
         if (
             "f64" in names
             and op in ("min", "max", "argmin", "argmax")
@@ -356,11 +359,6 @@ class WgpuDevice(Device):
         if missing:
             return "; ".join(missing) + f", which {self.info.adapter} does not offer here"
         return None
-
-    def _require(self, op: str, *dtypes: DType) -> None:
-        reason = self.unsupported(op, dtypes)
-        if reason:
-            raise UnsupportedOnBackend(f"{op} is not supported on {self.name}: {reason}")
 
     # ---- memory -------------------------------------------------------------------------
     def _check_size(self, nbytes: int, what: str = "array") -> None:
@@ -557,12 +555,8 @@ class WgpuDevice(Device):
         if req.kind not in wred.COMBINE:
             raise ValueError(f"unknown reduction kind {req.kind!r}")
         arg = req.kind in ("argmin", "argmax")
-        involved = [req.dtype] + ([req.y_dtype] if req.y_dtype is not None else [])
-        if not arg:
-            involved += [req.out]
-            if not _bool_dot(req.kind, [*involved]):
-                involved.append(req.acc)
-        self._require(req.kind, *involved)
+        inputs = (req.dtype,) if req.y_dtype is None else (req.dtype, req.y_dtype)
+        self.require(req.kind, inputs, req.out, req.acc)
         spec = self._spec(req)
         out_items = math.prod(req.out_shape)
         res = self._alloc(out_items * (8 if arg else req.out.itemsize), "reduction result")
@@ -689,7 +683,7 @@ class WgpuDevice(Device):
 
     # ---- matmul -------------------------------------------------------------------------
     def matmul(self, a: Any, b: Any, m: int, k: int, n: int, dtype: DType) -> WgpuBuffer:
-        self._require("matmul", dtype)
+        self.require("matmul", (dtype,), dtype)
         for what, nbytes in (("A", m * k * 4), ("B", k * n * 4), ("the result", m * n * 4)):
             self._check_binding("matmul", nbytes, what)
         res = self._alloc(m * n * 4, "matmul result")

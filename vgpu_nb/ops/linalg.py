@@ -9,7 +9,6 @@ from ..array import Array, check_same_device
 from ..dtypes import as_dtype
 from ..errors import ShapeMismatch
 from ..telemetry import recorded
-from .reductions import _check_supported
 
 
 def matmul(a: Array, b: Array) -> Array:
@@ -31,7 +30,7 @@ def matmul(a: Array, b: Array) -> Array:
             fix="check the operand order, or transpose one operand",
         )
     out = as_dtype(np.result_type(a.dtype.np, b.dtype.np))
-    _check_supported(dev, "matmul", out)
+    dev.require("matmul", (a.dtype, b.dtype), out)
     shape = tuple(s for s, keep in ((m, a.ndim == 2), (n, b.ndim == 2)) if keep)
     if m * n == 0 or k == 0:
         return Array(dev.full(shape, 0, out), shape, out, dev)

@@ -24,7 +24,7 @@ import numpy as np
 from ..array import Array, check_same_device
 from ..backends.base import Device, ReduceRequest
 from ..dtypes import DType, as_dtype, i64
-from ..errors import AxisOutOfRange, EmptyReduction, ShapeMismatch, UnsupportedOnBackend
+from ..errors import AxisOutOfRange, EmptyReduction, ShapeMismatch
 from ..telemetry import recorded
 
 _NUMPY_OP: dict[str, Callable[..., Any]] = {
@@ -50,6 +50,16 @@ def result_dtype(op: str, dtype: DType) -> DType:
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return as_dtype(np.asarray(_NUMPY_OP[op](np.ones(3, dtype.np))).dtype)
+
+
+def roles(op: str, x: DType, y: DType | None = None) -> tuple[tuple[DType, ...], DType, DType]:
+    """(inputs, result dtype, accumulator dtype) of a reduction, as NumPy defines them.
+    arg* accumulate in the input dtype; a bool·bool dot counts in int64."""
+    if op == "dot":
+        out = as_dtype(np.result_type(x.np, y.np))  # type: ignore[union-attr]
+        return (x, y), out, (i64 if out.name == "bool" else out)  # type: ignore[return-value]
+    out = result_dtype(op, x)
+    return (x,), out, (x if op in ("argmin", "argmax") else out)
 
 
 def _layout(
@@ -86,30 +96,12 @@ def _layout(
     )
 
 
-def _check_supported(dev: Device, op: str, *dts: DType) -> None:
-    reason = dev.unsupported(op, dts)
-    if reason:
-        raise UnsupportedOnBackend(
-            f"{op} on {'/'.join(sorted({d.name for d in dts}))} is not supported on "
-            f"{dev.name}: {reason}",
-            fix="move the data to a device that supports it (x.to('numba')) or cast "
-            "(x.astype(vg.f32))",
-        )
-
-
 def _reduce(op: str, x: Array, axis: Any = None, *, ddof: int = 0, y: Array | None = None) -> Array:
     dev = check_same_device(op, x) if y is None else check_same_device(op, x, y)
     shape2, ax, out_shape = _layout(op, x.shape, axis)
     length = x.size if ax is None else shape2[ax]
-    if op == "dot":
-        out = as_dtype(np.result_type(x.dtype.np, y.dtype.np))  # type: ignore[union-attr]
-        acc = i64 if out.name == "bool" else out
-        involved: tuple[DType, ...] = (x.dtype, y.dtype, out, acc)  # type: ignore[union-attr]
-    else:
-        out = result_dtype(op, x.dtype)
-        acc = out if op not in ("argmin", "argmax") else x.dtype
-        involved = (x.dtype, out, acc)
-    _check_supported(dev, op, *involved)
+    inputs, out, acc = roles(op, x.dtype, y.dtype if y is not None else None)
+    dev.require(op, inputs, out, acc)
 
     if math.prod(out_shape) == 0:
         return Array(dev.empty(out_shape, out), out_shape, out, dev)
