@@ -19,8 +19,9 @@ in a fixed order:
   (columns are independent accumulators, so the inner loop runs along memory), and the
   block partials are folded pairwise.
 
-Sums thus see at most ``CHUNK / LANES`` = 64 sequential adds plus logarithmic trees — more
-accurate than a plain loop, and bit-identical run to run. No ``fastmath``: LLVM may not
+Sums thus see at most 64 (rows: ``CHUNK / LANES``) or 256 (columns: ``ROW_BLOCK``)
+sequential adds plus logarithmic trees — more accurate than a plain loop, and bit-identical
+run to run. No ``fastmath``: LLVM may not
 reassociate, so the order written here is the order executed; it vectorises the loops over
 the lanes (elementwise, hence order-preserving). min/max/argmin/argmax have a unique answer
 (the first index wins, NaN propagates), so their order does not matter. One deliberate
@@ -96,7 +97,8 @@ def discover() -> list[DeviceInfo]:
                 memory_bytes=host_memory_bytes(),
                 compute_units=os.cpu_count(),
                 available=False,
-                why_not=f"Numba is not installed: pip install numba ({_IMPORT_ERROR})",
+                why_not="Numba is not installed: pip install numba",
+                extra={"import_error": _IMPORT_ERROR},
             )
         ]
     threads = int(numba.config.NUMBA_NUM_THREADS)
@@ -304,7 +306,7 @@ def _arg_block(
 @njit
 def _row_items(rows: int, cols: int, nch: int) -> tuple[int, int]:
     """Work items of the row layout: one chunk of one row, or, when rows are shorter than
-    a chunk, a group of whole rows (so short rows do not cost one item each)."""
+    a chunk, a group of ``rpi`` whole rows (so short rows do not cost one item each)."""
     rpi = max(1, CHUNK // max(cols, 1)) if nch == 1 else 1
     return rpi, (rows + rpi - 1) // rpi * nch
 
@@ -317,7 +319,7 @@ def _add_rows(
     nch = P.shape[1]
     rpi, items = _row_items(rows, cols, nch)
     for t in prange(items):
-        acc = np.empty(LANES, P.dtype)
+        acc = np.empty(LANES, P.dtype)  # the lanes: per item, so per thread
         q = t // nch
         k = t - q * nch
         for r in range(q * rpi, min(rows, q * rpi + rpi)):
@@ -425,6 +427,11 @@ class NumbaDevice(NumpyDevice):
             # factors of 1±5e-4 for a pairwise f32 tree. f64 partials avoid it; the result
             # is rounded to f32 once.
             acc = np.dtype(np.float64)
+        elif acc.kind in "iu" and acc.itemsize < 8:
+            # (u)int32 dots: wrapping arithmetic in 64 bits, truncated to 32 at the end, has
+            # the same bits (mod 2^32 is a ring homomorphism), and reuses the kernels that
+            # (u)int32 sums into (u)int64 compile anyway.
+            acc = np.dtype(np.int64 if acc.kind == "i" else np.uint64)
         y = x if req.y is None else np.ascontiguousarray(req.y).reshape(-1)
         if req.center is None:
             cen = np.zeros(1, acc)
@@ -438,7 +445,7 @@ class NumbaDevice(NumpyDevice):
             P = np.empty((rows, _nblocks(cols, CHUNK)), acc)
             _add_rows(kind, x, y, cen, acc.type, rows, cols, P)
             r = _tree(P, 1, np.multiply if kind == _PROD else np.add)
-        r = np.ascontiguousarray(r, dtype=req.acc.np).reshape(req.out_shape)
+        r = np.ascontiguousarray(r).astype(req.acc.np, copy=False).reshape(req.out_shape)
         return post_host(req, r)
 
     @staticmethod
