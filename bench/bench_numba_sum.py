@@ -30,8 +30,6 @@ Writes ``bench/results/numba_sum_<label>.json`` (label: the host name unless giv
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import socket
 import statistics
@@ -45,8 +43,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-import vgpu_nb as vg
-from vgpu_nb.backends.base import ReduceRequest
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import vgpu_nb as vg  # noqa: E402
+from bench.common import machine as machine_info  # noqa: E402
+from bench.common import write_json  # noqa: E402
+from vgpu_nb.backends.base import ReduceRequest  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -68,17 +70,6 @@ def fastmath_sum(x: np.ndarray) -> float:
     for i in prange(x.size):
         s += x[i]
     return s
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -135,22 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=15, help="timed runs per contender (>= 10)")
     ap.add_argument("--label", default=socket.gethostname(), help="results file suffix")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="JSON path (default bench/results/numba_sum_<label>.json)")
     ap.add_argument("--no-write", action="store_true", help="print only, write no JSON")
     args = ap.parse_args(argv)
     if args.repeat < 10:
         ap.error("--repeat must be >= 10 (the figure is a median of at least 10 runs)")
 
-    machine = {
-        "hostname": socket.gethostname(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "numba_threads": numba.config.NUMBA_NUM_THREADS,
-        "platform": platform.platform(),
-    }
+    machine = machine_info() | {"numba_threads": numba.config.NUMBA_NUM_THREADS}
     sizes = [bench_size(k, args.repeat, args.seed) for k in args.log2n]
     report = {
         "benchmark": "numba_sum",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine,
         "versions": {
             "python": platform.python_version(),
@@ -164,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": sizes,
     }
 
-    print(f"{machine['cpu_model']}, {machine['cpu_count']} CPUs, numba {numba.__version__} "
+    print(f"{machine['cpu_model']}, {machine['cpus']} CPUs, numba {numba.__version__} "
           f"({numba.threading_layer()}, {machine['numba_threads']} threads)")  # fmt: skip
     print(f"{'n':>6} {'contender':<21} {'median ms':>10} {'min ms':>9} {'GB/s':>7} {'first ms':>9}")
     for s in sizes:
@@ -175,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'':>6} ratio baseline/vg.sum = {s['ratio_vg_sum_vs_baseline']:.2f} "
               f"(kernel alone {s['ratio_kernel_vs_baseline']:.2f}; target >= 0.9)")  # fmt: skip
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"numba_sum_{args.label}.json"
-        path.write_text(json.dumps(report, indent=1) + "\n")
+        path = write_json(args.out or RESULTS / f"numba_sum_{args.label}.json", report)
         print(f"wrote {path}")
     return 0
 

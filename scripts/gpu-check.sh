@@ -34,5 +34,5 @@ tail -n 30 "$OUTDIR/pytest-gpu.log"
 echo "pytest -m gpu exit code: $rc"
 
 python3 bench/bench_gpu.py --out "$OUTDIR/gpu_$label.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUTDIR/bench-gpu.log"
-python3 bench/bench_numba_sum.py --log2n 28 --out "$OUTDIR/numba_sum_$label.json" 2>&1 | tee "$OUTDIR/bench-numba.log"
+python3 bench/bench_numba_sum.py --log2n 24 28 --repeat 15 --label "$label" --out "$OUTDIR/numba_sum_$label.json" 2>&1 | tee "$OUTDIR/bench-numba.log"
 exit $rc
