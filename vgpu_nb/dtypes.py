@@ -26,8 +26,11 @@ class ArrayType:
         return f"vg.{self.dtype.name}[{', '.join(':' * self.ndim)}]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DType:
+    """One of the module-level singletons below: compared and hashed by identity (fast,
+    and ``as_dtype`` always returns the singleton)."""
+
     name: str  # short name: f32 f64 i32 u32 i64 bool
     np: np.dtype  # the NumPy dtype with the same bytes
 

@@ -54,9 +54,11 @@ class DeviceInfo:
     extra: dict[str, Any] = field(default_factory=dict)  # backend details (features, limits)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ReduceRequest:
-    """A reduction as backends see it: non-empty, 1-D or 2-D, ``axis`` in (None, 0, 1)."""
+    """A reduction as backends see it: non-empty, 1-D or 2-D, ``axis`` in (None, 0, 1).
+    Treat it as immutable (not frozen only because frozen dataclasses are slow to build,
+    and this is built on every op)."""
 
     kind: str
     x: Any  # native buffer of ``shape`` / ``dtype``

@@ -176,19 +176,20 @@ class CudaDevice(Device):
     # ---- compute ---------------------------------------------------------------------
     def _kernel(self, kind: str, req: ReduceRequest) -> Any:
         """Fused map-reduce kernels (one pass, no temporaries) through CuPy/NVRTC."""
-        key = (kind, req.dtype.name, req.y_dtype.name if req.y_dtype else None, req.acc.name)
+        key = (kind, req.dtype, req.y_dtype, req.acc)
         k = self._kernels.get(key)
         if k is None:
-            ci, ca = _C_TYPES[req.dtype.name], _C_TYPES[req.acc.name]
+            # parameters are declared with NumPy dtype names, casts are C
+            xi, xa, ca = req.dtype.np.name, req.acc.np.name, _C_TYPES[req.acc.name]
             if kind == "sumsq":
-                params, body = f"{ci} x", f"(({ca})x) * (({ca})x)"
+                params, body = f"{xi} x", f"(({ca})x) * (({ca})x)"
             elif kind == "sqdev":
-                params, body = f"{ci} x, {ca} c", f"(({ca})x - c) * (({ca})x - c)"
+                params, body = f"{xi} x, {xa} c", f"(({ca})x - c) * (({ca})x - c)"
             else:  # dot
-                cy = _C_TYPES[req.y_dtype.name]  # type: ignore[union-attr]
-                params, body = f"{ci} x, {cy} y", f"(({ca})x) * (({ca})y)"
+                params = f"{xi} x, {req.y_dtype.np.name} y"  # type: ignore[union-attr]
+                body = f"(({ca})x) * (({ca})y)"
             k = self.cp.ReductionKernel(
-                params, f"{ca} out", body, "a + b", "out = a", "0", f"vg_{kind}", reduce_type=ca
+                params, f"{xa} out", body, "a + b", "out = a", "0", f"vg_{kind}", reduce_type=ca
             )
             self._kernels[key] = k
         return k
@@ -211,8 +212,12 @@ class CudaDevice(Device):
         if kind in ("min", "max"):
             return getattr(cp, kind)(x, axis=axis)
         acc = req.acc.np
-        if kind == "sum":
-            r = cp.sum(x, axis=axis, dtype=acc)
+        if kind == "sum":  # (no dtype= when it changes nothing: CuPy's fastest path)
+            r = cp.sum(x, axis=axis, dtype=None if req.acc is req.dtype else acc)
+        elif kind == "prod" and req.acc.name == "f32":
+            # float products drift (10⁶ factors near 1: 1e-3 relative in f32): multiply in
+            # f64 and round once, as the numba backend does
+            r = cp.prod(x, axis=axis, dtype=np.float64).astype(acc)
         elif kind == "prod":
             r = cp.prod(x, axis=axis, dtype=acc)
         elif kind == "sumsq":
@@ -226,7 +231,7 @@ class CudaDevice(Device):
             r = cp.true_divide(r, acc.type(req.divisor), dtype=acc)
         if req.sqrt:
             r = cp.sqrt(r)
-        return r.astype(req.out.np, copy=False)
+        return r if r.dtype == req.out.np else r.astype(req.out.np)
 
     def matmul(self, a: Any, b: Any, m: int, k: int, n: int, dtype: DType) -> Any:
         with self._dev:

@@ -42,6 +42,18 @@ _NUMPY_OP: dict[str, Callable[..., Any]] = {
 # flops per element and passes over the input, for telemetry
 _COST = {"var": (4, 2), "std": (4, 2), "norm": (2, 1), "dot": (2, 1)}
 _IDENTITY = {"sum": 0, "prod": 1, "norm": 0, "dot": 0}
+# public op → (backend kind, divide by the reduced length, sqrt): the one-pass ops
+_ONE_PASS = {
+    "sum": ("sum", False, False),
+    "prod": ("prod", False, False),
+    "min": ("min", False, False),
+    "max": ("max", False, False),
+    "argmin": ("argmin", False, False),
+    "argmax": ("argmax", False, False),
+    "mean": ("sum", True, False),
+    "norm": ("sumsq", False, True),
+    "dot": ("dot", False, False),
+}
 
 
 @functools.cache
@@ -52,6 +64,7 @@ def result_dtype(op: str, dtype: DType) -> DType:
         return as_dtype(np.asarray(_NUMPY_OP[op](np.ones(3, dtype.np))).dtype)
 
 
+@functools.cache
 def roles(op: str, x: DType, y: DType | None = None) -> tuple[tuple[DType, ...], DType, DType]:
     """(inputs, result dtype, accumulator dtype) of a reduction, as NumPy defines them.
     arg* accumulate in the input dtype; a bool·bool dot counts in int64."""
@@ -97,51 +110,55 @@ def _layout(
 
 
 def _reduce(op: str, x: Array, axis: Any = None, *, ddof: int = 0, y: Array | None = None) -> Array:
+    # This is the hot path of every reduction: keep it to plain attribute work.
     dev = check_same_device(op, x) if y is None else check_same_device(op, x, y)
     shape2, ax, out_shape = _layout(op, x.shape, axis)
-    length = x.size if ax is None else shape2[ax]
-    inputs, out, acc = roles(op, x.dtype, y.dtype if y is not None else None)
+    inputs, out, acc = roles(op, x.dtype, None if y is None else y.dtype)
     dev.require(op, inputs, out, acc)
-
-    if math.prod(out_shape) == 0:
-        return Array(dev.empty(out_shape, out), out_shape, out, dev)
-    if length == 0:
+    length = x.size if ax is None else shape2[ax]
+    if length == 0 or 0 in out_shape:
         return _empty_reduction(op, dev, out_shape, out, axis)
 
-    def req(kind: str, **kw: Any) -> ReduceRequest:
-        base: dict[str, Any] = dict(
-            kind=kind, x=dev.reshape(x._buf, shape2), shape=shape2, dtype=x.dtype,
-            axis=ax, acc=acc, out=out,
-        )  # fmt: skip
-        return ReduceRequest(**(base | kw))
+    reshape = shape2 != x.shape
+    xb = dev.reshape(x._buf, shape2) if reshape else x._buf
+    if op in _ONE_PASS:
+        kind, divide, sqrt = _ONE_PASS[op]
+        req = ReduceRequest(
+            kind, xb, shape2, x.dtype, ax, acc, out, length if divide else None, sqrt
+        )
+        if y is not None:
+            req.y, req.y_dtype = (dev.reshape(y._buf, shape2) if reshape else y._buf), y.dtype
 
-    def compute() -> Any:
-        if op in ("sum", "prod", "min", "max", "argmin", "argmax"):
-            return dev.reduce(req(op))
-        if op == "mean":
-            return dev.reduce(req("sum", divisor=length))
-        if op == "norm":
-            return dev.reduce(req("sumsq", sqrt=True))
-        if op == "dot":
-            yb = dev.reshape(y._buf, shape2)  # type: ignore[union-attr]
-            return dev.reduce(req("dot", y=yb, y_dtype=y.dtype))  # type: ignore[union-attr]
-        # var / std: two passes, the mean stays on the device
+        def compute() -> Any:
+            return dev.reduce(req)
+    else:  # var / std: two passes, the mean stays on the device
         dof = length - ddof
         if dof <= 0:
-            warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=4)
-        mean = dev.reduce(req("sum", out=acc, divisor=length))
-        return dev.reduce(req("sqdev", center=mean, divisor=builtins.max(dof, 0), sqrt=op == "std"))
+            warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=3)
+
+        def compute() -> Any:
+            mean = dev.reduce(ReduceRequest("sum", xb, shape2, x.dtype, ax, acc, acc, length))
+            return dev.reduce(
+                ReduceRequest(
+                    "sqdev", xb, shape2, x.dtype, ax, acc, out, builtins.max(dof, 0),
+                    op == "std", center=mean,
+                )
+            )  # fmt: skip
 
     flops, passes = _COST.get(op, (1, 1))
     nbytes = passes * x.nbytes + (y.nbytes if y is not None else 0)
     nbytes += math.prod(out_shape) * out.itemsize
     buf = recorded(dev, op, x.shape, x.dtype.name, nbytes, flops * x.size, compute)
-    return Array(dev.reshape(buf, out_shape), out_shape, out, dev)
+    if ax is not None and len(out_shape) != 1:  # n-D viewed as 2-D: restore the shape
+        buf = dev.reshape(buf, out_shape)
+    return Array(buf, out_shape, out, dev)
 
 
 def _empty_reduction(
     op: str, dev: Device, out_shape: tuple[int, ...], out: DType, axis: Any
 ) -> Array:
+    if 0 in out_shape:  # nothing to compute, whatever the op
+        return Array(dev.empty(out_shape, out), out_shape, out, dev)
     if op in _IDENTITY:
         return Array(dev.full(out_shape, _IDENTITY[op], out), out_shape, out, dev)
     if op in ("mean", "var", "std"):
