@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vgpu_nb.backends.numpy_backend import cpu_model
+
 
 def median_time(
     fn: Callable[[], Any], sync: Callable[[], None], runs: int = 10, warmup: int = 3
@@ -41,18 +43,10 @@ def summary(times: list[float]) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
         "host": socket.gethostname(),
         "cpus": os.cpu_count(),
-        "cpu_model": cpu,
+        "cpu_model": cpu_model(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }

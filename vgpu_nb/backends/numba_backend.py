@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .base import DeviceInfo, ReduceRequest
-from .numpy_backend import NumpyDevice, host_memory_bytes, post_host
+from .numpy_backend import NumpyDevice, cpu_model, host_memory_bytes, post_host
 
 try:
     import numba
@@ -72,19 +72,6 @@ _KIND_CODE = {"sum": _SUM, "prod": _PROD, "sumsq": _DOT, "sqdev": _SQDEV, "dot":
 
 
 # ---- discovery ---------------------------------------------------------------------------
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or None
-
-
 def discover() -> list[DeviceInfo]:
     """One row: the CPU cores as a virtual GPU (unavailable with the reason if no Numba)."""
     if numba is None:
@@ -103,7 +90,7 @@ def discover() -> list[DeviceInfo]:
         ]
     threads = int(numba.config.NUMBA_NUM_THREADS)
     version = ".".join(numba.__version__.split(".")[:2])
-    cpu = _cpu_model()
+    cpu = cpu_model()
     adapter = f"Numba {version} / LLVM on {threads} CPU thread{'s' if threads != 1 else ''}"
     return [
         DeviceInfo(
