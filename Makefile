@@ -25,7 +25,7 @@ ifeq ($(HEADLESS),1)
 	$(BIN)/jupyter nbconvert --to html --execute notebooks/00_quickstart.ipynb --output-dir artifacts
 	@echo "wrote artifacts/00_quickstart.html"
 else
-	$(BIN)/jupyter lab notebooks/00_quickstart.ipynb
+	$(BIN)/jupyter lab notebooks/00_quickstart.ipynb $(if $(filter 0,$(shell id -u)),--allow-root,)
 endif
 
 test: sysdeps venv
