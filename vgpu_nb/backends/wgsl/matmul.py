@@ -140,45 +140,36 @@ def matmul_shader(spec: MatmulSpec) -> Shader:
     b_slots = slots(bk * bn // 4 if spec.vec_b else bk * bn)
 
     # -- global → registers (one K-tile) ---------------------------------------------------
-    def load_tile(k0: str) -> str:
+    def tile_loads(reg: str, buf: str, slots_: list, vec: bool, cols: int, row0: str,
+                   rows_lim: str, check_rows: bool, col0: str, cols_lim: str,
+                   check_cols: bool, ld: str) -> list[str]:  # fmt: skip
+        """Loads of one (rows × cols) tile of row-major ``buf`` (leading dimension ``ld``)
+        starting at (row0, col0), zero outside (rows_lim, cols_lim)."""
         out = []
-        for i, q, guard in a_slots:
-            if spec.vec_a:
-                row, kq = f"({q} / {bk // 4}u)", f"({q} % {bk // 4}u)"
-                cond = _cond(
-                    guard,
-                    f"m0 + {row} < p.M" if spec.check_m else "",
-                    f"{k0} + 4u * {kq} < p.K" if spec.check_k else "",
-                )
-                idx = f"(m0 + {row}) * (p.K / 4u) + {k0} / 4u + {kq}"
-                out.append(_guarded(f"ra{i}", f"A[{idx}]", cond, "vec4<f32>(0.0)"))
+        for i, q, guard in slots_:
+            if vec:
+                row, cq = f"({q} / {cols // 4}u)", f"({q} % {cols // 4}u)"
+                col_cond = f"{col0} + 4u * {cq} < {cols_lim}"
+                idx = f"({row0} + {row}) * ({ld} / 4u) + {col0} / 4u + {cq}"
             else:
-                row, kk = f"({q} / {bk}u)", f"({q} % {bk}u)"
-                cond = _cond(
-                    guard,
-                    f"m0 + {row} < p.M" if spec.check_m else "",
-                    f"{k0} + {kk} < p.K" if spec.check_k else "",
-                )
-                out.append(_guarded(f"ra{i}", f"A[(m0 + {row}) * p.K + {k0} + {kk}]", cond, "0.0"))
-        for i, q, guard in b_slots:
-            if spec.vec_b:
-                row, cq = f"({q} / {bn // 4}u)", f"({q} % {bn // 4}u)"
-                cond = _cond(
-                    guard,
-                    f"{k0} + {row} < p.K" if spec.check_k else "",
-                    f"n0 + 4u * {cq} < p.N" if spec.check_n else "",
-                )
-                idx = f"({k0} + {row}) * (p.N / 4u) + n0 / 4u + {cq}"
-                out.append(_guarded(f"rb{i}", f"B[{idx}]", cond, "vec4<f32>(0.0)"))
-            else:
-                row, col = f"({q} / {bn}u)", f"({q} % {bn}u)"
-                cond = _cond(
-                    guard,
-                    f"{k0} + {row} < p.K" if spec.check_k else "",
-                    f"n0 + {col} < p.N" if spec.check_n else "",
-                )
-                out.append(_guarded(f"rb{i}", f"B[({k0} + {row}) * p.N + n0 + {col}]", cond, "0.0"))
-        return "".join(out)
+                row, col = f"({q} / {cols}u)", f"({q} % {cols}u)"
+                col_cond = f"{col0} + {col} < {cols_lim}"
+                idx = f"({row0} + {row}) * {ld} + {col0} + {col}"
+            cond = _cond(
+                guard,
+                f"{row0} + {row} < {rows_lim}" if check_rows else "",
+                col_cond if check_cols else "",
+            )
+            zero = "vec4<f32>(0.0)" if vec else "0.0"
+            out.append(_guarded(f"{reg}{i}", f"{buf}[{idx}]", cond, zero))
+        return out
+
+    def load_tile(k0: str) -> str:
+        a = tile_loads("ra", "A", a_slots, spec.vec_a, bk, "m0", "p.M", spec.check_m,
+                       k0, "p.K", spec.check_k, "p.K")  # fmt: skip
+        b = tile_loads("rb", "B", b_slots, spec.vec_b, bn, k0, "p.K", spec.check_k,
+                       "n0", "p.N", spec.check_n, "p.N")  # fmt: skip
+        return "".join(a + b)
 
     # -- registers → workgroup memory (A transposed) ---------------------------------------
     def store_tile() -> str:
