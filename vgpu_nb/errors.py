@@ -69,3 +69,65 @@ class BufferTooLarge(VgpuError, ValueError):
 class BackendError(VgpuError, RuntimeError):
     """The backend library itself failed (driver, compiler, runtime); the original
     message is kept in the text and as ``__cause__``."""
+
+
+class KernelError(VgpuError):
+    """Base of errors about a kernel's source. The message shows the user's line (file and
+    line number as in a traceback, the cell for notebook kernels) with a caret under the
+    offending construct."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        filename: str = "<kernel>",
+        lineno: int | None = None,
+        col: int | None = None,
+        source_line: str | None = None,
+        func: str | None = None,
+        fix: str | None = None,
+    ):
+        self.filename, self.lineno, self.col = filename, lineno, col
+        self.source_line, self.func = source_line, func
+        where = None
+        if lineno is not None:
+            where = f'File "{filename}", line {lineno}' + (f", in {func}" if func else "")
+            if source_line is not None:
+                text = source_line.rstrip("\n")
+                stripped = text.lstrip()
+                where += f"\n    {stripped}"
+                if col is not None:
+                    caret = max(0, col - (len(text) - len(stripped)))
+                    where += "\n    " + " " * caret + "^"
+        super().__init__(what, where=None, fix=fix)
+        self.where = where
+        if where:
+            msg = what + "\n  " + where.replace("\n", "\n  ")
+            if fix:
+                msg += f"\n  → {fix}"
+            self.args = (msg,)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else self.what
+
+
+class KernelSyntaxError(KernelError, ValueError):
+    """A construct the kernel language does not have (lists, dicts, strings, recursion,
+    NumPy calls, closures over non-constant globals …); the message names the construct,
+    shows the line and says what to use instead."""
+
+
+class KernelTypeError(KernelError, TypeError):
+    """A type error in a kernel (a local changing type, float indices, a bad argument at
+    launch: wrong count, dtype or dimensions)."""
+
+
+class KernelCompileError(VgpuError, RuntimeError):
+    """The backend's compiler (NVRTC, Naga/WGSL validation, Numba) rejected generated
+    code: the compiler's message and the generated source line are in the text. This is a
+    vgpu_nb bug or a limit of the backend; ``kernel.source(backend)`` shows the code."""
+
+
+class KernelRuntimeError(VgpuError, RuntimeError):
+    """A kernel failed while running (on the NumPy backend: an out-of-range index, naming
+    the thread, the array and the index)."""

@@ -19,12 +19,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..dtypes import DType
 from ..errors import UnsupportedOnBackend
+
+if TYPE_CHECKING:
+    from ..kernel import ir
 
 #: Reduction kinds a backend implements. ``x`` is first converted to ``acc``, then mapped:
 #:   sum: x       prod: x        min/max: x (NaN propagates)     argmin/argmax: first index
@@ -37,6 +40,20 @@ REDUCE_KINDS = ("sum", "prod", "min", "max", "argmin", "argmax", "sumsq", "sqdev
 #: returns a resolver giving device seconds (or None) — called lazily, maybe much later.
 Resolver = Callable[[], "float | None"]
 StopTimer = Callable[[], Resolver]
+
+
+@dataclass
+class CompiledKernel:
+    """A kernel or reduction compiled for one device: what the launch needs (``handle``,
+    backend-specific), the generated ``source``, and how it was obtained (for launch
+    records: seconds spent generating + compiling + loading, and whether a cache served
+    it)."""
+
+    source: str
+    handle: Any
+    compile_s: float
+    cache_hit: bool
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -161,6 +178,50 @@ class Device(ABC):
     @abstractmethod
     def matmul(self, a: Any, b: Any, m: int, k: int, n: int, dtype: DType) -> Any:
         """``(m, k) @ (k, n)`` of two buffers of ``dtype`` → buffer ``(m, n)``."""
+
+    # ---- the kernel language ----------------------------------------------------------
+    # Arguments of a launch, in ``fn.params`` order: an array parameter gets a tuple
+    # ``(native buffer, shape)``, a scalar parameter a NumPy scalar of its dtype. The
+    # ``domain`` is ``(n,)`` or ``(ny, nx)`` (all > 0); thread (i, j) runs the body with
+    # ``vg.tid() == (i, j)``; threads outside the domain never run it.
+    def kernel_unsupported(self, fn: ir.Function) -> str | None:
+        """Why this device cannot run ``fn`` exactly (a type, print(), a feature), or None."""
+        return None
+
+    def kernel_source(self, fn: ir.Function) -> str:
+        """The generated native source of ``fn`` for this device (no compiling)."""
+        raise UnsupportedOnBackend(f"kernels are not implemented on {self.name} yet")
+
+    def compile_kernel(self, fn: ir.Function) -> CompiledKernel:
+        """Generate, compile and load ``fn`` (through the kernel cache)."""
+        raise UnsupportedOnBackend(f"kernels are not implemented on {self.name} yet")
+
+    def launch_kernel(
+        self, ck: CompiledKernel, domain: tuple[int, ...], args: Sequence[Any]
+    ) -> None:
+        """Enqueue one launch (asynchronous on GPUs)."""
+        raise UnsupportedOnBackend(f"kernels are not implemented on {self.name} yet")
+
+    def reduction_unsupported(self, red: ir.Reduction) -> str | None:
+        return None
+
+    def reduction_source(self, red: ir.Reduction) -> str:
+        raise UnsupportedOnBackend(f"@vg.reduction is not implemented on {self.name} yet")
+
+    def compile_reduction(self, red: ir.Reduction) -> CompiledKernel:
+        raise UnsupportedOnBackend(f"@vg.reduction is not implemented on {self.name} yet")
+
+    def run_reduction(
+        self,
+        cr: CompiledKernel,
+        inputs: Sequence[Any],
+        shape: tuple[int, ...],
+        axis: int | None,
+    ) -> Any:
+        """Reduce native buffers ``inputs`` (all of ``shape``, 1-D or 2-D, non-empty) over
+        all elements (``axis=None`` → 0-d result) or along ``axis`` 0/1 of a 2-D shape;
+        returns a native buffer of dtype ``red.out`` with the result's shape."""
+        raise UnsupportedOnBackend(f"@vg.reduction is not implemented on {self.name} yet")
 
     # ---- timing --------------------------------------------------------------------
     def start_timer(self) -> StopTimer | None:
