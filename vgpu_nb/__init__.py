@@ -17,6 +17,11 @@ from .errors import (
     DeviceMismatch,
     DeviceUnavailable,
     EmptyReduction,
+    KernelCompileError,
+    KernelError,
+    KernelRuntimeError,
+    KernelSyntaxError,
+    KernelTypeError,
     NotAnArray,
     ShapeMismatch,
     UnknownDevice,
@@ -24,6 +29,8 @@ from .errors import (
     UnsupportedOnBackend,
     VgpuError,
 )
+from .kernel.api import Kernel, ReductionFunction, func, kernel, reduction
+from .kernel.builtins import atomic_add, atomic_max, atomic_min, tid
 from .ops import argmax, argmin, dot, matmul, max, mean, min, norm, prod, std, sum, var
 from .telemetry import profile
 
@@ -37,4 +44,7 @@ __all__ = [
     "dot", "dtypes", "empty", "errors", "f32", "f64", "full", "get_device", "i32", "i64",
     "matmul", "max", "mean", "min", "norm", "ones", "prod", "profile", "std", "sum",
     "telemetry", "u32", "u64", "use", "var", "zeros",
+    "Kernel", "KernelCompileError", "KernelError", "KernelRuntimeError", "KernelSyntaxError",
+    "KernelTypeError", "ReductionFunction", "atomic_add", "atomic_max", "atomic_min", "func",
+    "kernel", "reduction", "tid",
 ]  # fmt: skip

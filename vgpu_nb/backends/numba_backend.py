@@ -40,11 +40,13 @@ which disables the disk cache.)
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import numpy as np
 
-from .base import DeviceInfo, ReduceRequest
+from ..dtypes import i64
+from .base import CompiledKernel, DeviceInfo, ReduceRequest
 from .numpy_backend import NumpyDevice, cpu_model, host_memory_bytes, post_host
 
 try:
@@ -397,6 +399,49 @@ class NumbaDevice(NumpyDevice):
     """Host memory (NumPy arrays, BLAS matmul) with reductions on parallel Numba kernels."""
 
     backend = "numba"
+    target = "numba"
+
+    # ---- the kernel language: prange over the domain ------------------------------------
+    def kernel_unsupported(self, fn: Any) -> str | None:
+        from ..kernel import ir
+
+        if ir.usage(fn).prints:
+            return "print() only runs on the 'numpy' debugging backend (device='numpy')"
+        return None
+
+    def compile_kernel(self, fn: Any) -> CompiledKernel:
+        """Generate, import (disk cache) and compile now for the kernel's exact types."""
+        from ..kernel import pyload
+
+        t0 = time.perf_counter()
+        src = self.kernel_source(fn)
+        mod, _ = pyload.load(src, "numba")
+        launcher = getattr(mod, fn.name)
+        sig = [pyload.numba_type(i64), pyload.numba_type(i64)]
+        for p in fn.params:
+            t = p.type
+            sig.append(pyload.numba_type((t.dtype, t.ndim) if p.is_array else t))
+        _, hit = pyload.compile_numba(launcher, tuple(sig))
+        return CompiledKernel(src, launcher, time.perf_counter() - t0, hit)
+
+    def launch_kernel(self, ck: CompiledKernel, domain: tuple[int, ...], args: Any) -> None:
+        n0, n1 = (domain[0], 1) if len(domain) == 1 else domain
+        ck.handle(n0, n1, *[a[0] if isinstance(a, tuple) else a for a in args])
+
+    def compile_reduction(self, red: Any) -> CompiledKernel:
+        """Import and compile the row layout and the epilogue now (the column layout,
+        for axis=0, compiles on first use)."""
+        from ..kernel import pyload
+
+        t0 = time.perf_counter()
+        src = self.reduction_source(red)
+        mod, _ = pyload.load(src, "numba")
+        i64t = pyload.numba_type(i64)
+        xs = [pyload.numba_type((d, 1)) for d in red.inputs]
+        P = pyload.numba_type((red.acc, 2))
+        _, hit = pyload.compile_numba(mod.rows, (*xs, i64t, i64t, P))
+        pyload.compile_numba(mod.finish, (P, i64t, i64t, pyload.numba_type((red.out, 1))))
+        return CompiledKernel(src, mod, time.perf_counter() - t0, hit, {"red": red})
 
     def reduce(self, req: ReduceRequest) -> np.ndarray:
         rows, cols, by_cols = _layout(req)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from typing import Any
 
 import numpy as np
 
 from ..dtypes import DType
-from .base import Device, DeviceInfo, ReduceRequest
+from .base import CompiledKernel, Device, DeviceInfo, ReduceRequest
 
 
 def host_memory_bytes() -> int | None:
@@ -120,3 +121,62 @@ class NumpyDevice(Device):
 
     def matmul(self, a: Any, b: Any, m: int, k: int, n: int, dtype: DType) -> np.ndarray:
         return np.matmul(a.reshape(m, k), b.reshape(k, n))
+
+    # ---- the kernel language: thread by thread in Python (the debugging backend) ---------
+    #: which program codegen_numba emits for this backend
+    target = "python"
+
+    def kernel_source(self, fn: Any) -> str:
+        from ..kernel import codegen_numba
+
+        return codegen_numba.kernel_source(fn, self.target)
+
+    def compile_kernel(self, fn: Any) -> CompiledKernel:
+        from ..kernel import pyload
+
+        t0 = time.perf_counter()
+        src = self.kernel_source(fn)
+        mod, hit = pyload.load(src, self.target)
+        return CompiledKernel(src, getattr(mod, fn.name), time.perf_counter() - t0, hit,
+                              {"kernel": fn.py_name, "filename": fn.filename})  # fmt: skip
+
+    def launch_kernel(self, ck: CompiledKernel, domain: tuple[int, ...], args: Any) -> None:
+        from ..kernel.pyrt import STATE
+
+        n0, n1 = (domain[0], 1) if len(domain) == 1 else domain
+        STATE.kernel, STATE.filename = ck.extra["kernel"], ck.extra["filename"]
+        native = [a[0] if isinstance(a, tuple) else a for a in args]
+        with np.errstate(all="ignore"):
+            ck.handle(n0, n1, *native)
+
+    def reduction_source(self, red: Any) -> str:
+        from ..kernel import codegen_numba
+
+        return codegen_numba.reduction_source(red, self.target)
+
+    def compile_reduction(self, red: Any) -> CompiledKernel:
+        from ..kernel import pyload
+
+        t0 = time.perf_counter()
+        src = self.reduction_source(red)
+        mod, hit = pyload.load(src, self.target)
+        return CompiledKernel(src, mod, time.perf_counter() - t0, hit, {"red": red})
+
+    def run_reduction(
+        self, cr: CompiledKernel, inputs: Any, shape: tuple[int, ...], axis: int | None
+    ) -> np.ndarray:
+        from ..kernel.codegen_numba import partial_shape
+
+        red = cr.extra["red"]
+        mod = cr.handle
+        flat = [np.ascontiguousarray(x).reshape(-1) for x in inputs]
+        if axis is None:
+            rows, cols, ax = 1, flat[0].size, 1
+        else:
+            rows, cols, ax = shape[0], shape[1], 1 - axis
+        P = np.empty(partial_shape(self.target, rows, cols, ax), red.acc.np)
+        with np.errstate(all="ignore"):
+            (mod.rows if ax == 1 else mod.cols)(*flat, rows, cols, P)
+            out = np.empty(P.shape[0] if ax == 1 else P.shape[1], red.out.np)
+            mod.finish(P, ax, cols if ax == 1 else rows, out)
+        return out.reshape(()) if axis is None else out

@@ -87,3 +87,13 @@ for _py, _ours in _MATH_MODULE.items():
 
 #: module-level float constants usable by name (math.pi …)
 MATH_CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau, "inf": math.inf, "nan": math.nan}
+
+
+def _register_casts() -> None:
+    from ..dtypes import ALL
+
+    for dt in ALL:  # vg.f32(x) & co. are casts inside kernels
+        register(dt, "cast", dt.name)
+
+
+_register_casts()

@@ -8,14 +8,23 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .bus import BUS, EventBus, Subscription
 from .profile import Profile, profile
-from .records import OpRecord
+from .records import LaunchRecord, OpRecord
 
 if TYPE_CHECKING:
     from ..backends.base import Device
 
 T = TypeVar("T")
 
-__all__ = ["BUS", "EventBus", "OpRecord", "Profile", "Subscription", "profile", "recorded"]
+__all__ = [
+    "BUS",
+    "EventBus",
+    "LaunchRecord",
+    "OpRecord",
+    "Profile",
+    "Subscription",
+    "profile",
+    "recorded",
+]
 
 
 def recorded(

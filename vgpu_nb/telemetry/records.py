@@ -67,3 +67,33 @@ class OpRecord:
             "GFLOPS": self.gflops,
             "t_start": self.t_start,
         }
+
+
+@dataclass(eq=False)
+class LaunchRecord(OpRecord):
+    """One kernel launch: an :class:`OpRecord` (``op`` is the kernel's name, ``shape`` the
+    launch domain) plus how the code was obtained and whether the cost is estimated."""
+
+    compile_s: float = 0.0  # generating + compiling + loading, on the first launch
+    cache_hit: bool = True  # served by the kernel cache (memory or disk)
+    estimated: bool = False  # flops/bytes include loops with unknown trip counts
+
+    @property
+    def where(self) -> str:
+        return self.device
+
+    def as_dict(self) -> dict[str, Any]:
+        d = super().as_dict()
+        d.update(compile_ms=self.compile_s * 1e3, cache_hit=self.cache_hit,
+                 estimated=self.estimated)  # fmt: skip
+        return d
+
+    def __repr__(self) -> str:
+        d = self.device_s
+        t = f"{d * 1e3:.3f} ms device" if d is not None else f"{self.host_s * 1e3:.3f} ms host"
+        est = " (estimated)" if self.estimated else ""
+        return (
+            f"<vg.LaunchRecord {self.op} on {self.device} over {self.shape}: {t}, "
+            f"{self.gbps:.2f} GB/s, {self.gflops:.2f} GFLOPS{est}; compile "
+            f"{self.compile_s * 1e3:.1f} ms{', cached' if self.cache_hit else ''}>"
+        )

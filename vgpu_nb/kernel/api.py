@@ -1,0 +1,653 @@
+"""The user-facing kernel language: ``@vg.kernel``, ``@vg.func``, ``@vg.reduction``.
+
+Decisions (a CuPy / Numba / Warp user would ask):
+
+* **Compiled lazily, once per device**: the first launch (or ``.source()``/``.compile()``)
+  parses the function (like Numba), so a kernel may use ``@vg.func`` s defined below it.
+  Global constants are frozen at that moment. Kernels are monomorphic (every parameter is
+  annotated), so there is one compiled program per device.
+* **Where a launch runs**: ``k[n](args)`` runs on the device of its array arguments (they
+  must all live on one device: :class:`~vgpu_nb.errors.DeviceMismatch` otherwise, arrays
+  never move implicitly); a kernel without array arguments runs on the default device.
+  ``k.launch(n, *args, device=...)`` names the device; ``"auto"`` means "where the data
+  is" until the scheduler lands.
+* **Arguments are checked, not coerced**: an array must be a ``vg.Array`` of exactly the
+  annotated dtype and dimensions (``x.astype(vg.f32)`` converts explicitly); Python
+  numbers convert to a scalar parameter's type if they fit (a float for an int parameter
+  is an error).
+* **Launches are asynchronous** on GPUs, like CuPy; results are read by ``y.numpy()``.
+  ``k.launch(...)`` returns a :class:`LaunchRecord` whose times resolve when read.
+* **Cost**: flops and bytes per thread come from the IR (loops over shapes or scalar
+  arguments count exactly; data-dependent loops count one iteration and are flagged
+  ``estimated``) unless given: ``@vg.kernel(flops=..., bytes=...)`` (per thread).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..array import Array
+from ..backends.base import CompiledKernel, Device
+from ..devices import default_device, get_device
+from ..dtypes import ArrayType, DType, as_dtype, bool_, i64
+from ..errors import (
+    AxisOutOfRange,
+    DeviceMismatch,
+    KernelSyntaxError,
+    KernelTypeError,
+    ShapeMismatch,
+    UnsupportedOnBackend,
+)
+from ..telemetry import BUS, recorded
+from ..telemetry.records import LaunchRecord
+from . import frontend, ir
+
+_INT_LIMITS = {
+    "i32": (-(2**31), 2**31 - 1),
+    "u32": (0, 2**32 - 1),
+    "i64": (-(2**63), 2**63 - 1),
+    "u64": (0, 2**64 - 1),
+}
+_MAX_DIM = 2**31 - 1
+
+
+# ---- argument checking -----------------------------------------------------------------
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    array: bool
+    dtype: DType
+    ndim: int
+    np_type: Any
+
+
+def _specs(fn: ir.Function) -> tuple[_Spec, ...]:
+    out = []
+    for p in fn.params:
+        t = p.type
+        if isinstance(t, ArrayType):
+            out.append(_Spec(p.name, True, t.dtype, t.ndim, None))
+        else:
+            out.append(_Spec(p.name, False, t, 0, t.np.type))
+    return tuple(out)
+
+
+def _domain(value: Any, ndim: int | None, where: str) -> tuple[int, ...]:
+    """``n`` or ``(ny, nx)`` → a tuple of ints, checked against the kernel's vg.tid()."""
+    dims = tuple(value) if isinstance(value, tuple | list) else (value,)
+    try:
+        dims = tuple(int(operator_index(d)) for d in dims)
+    except TypeError as exc:
+        raise KernelTypeError(
+            f"launch domain must be an int or a tuple of 2 ints, got {value!r}",
+            fix="k[n](...) or k[(ny, nx)](...)",
+        ) from exc
+    if not 1 <= len(dims) <= 2:
+        raise KernelTypeError(f"launch domains are 1-D or 2-D, got {len(dims)}-D ({value!r})")
+    if ndim is not None and len(dims) != ndim:
+        use = "i = vg.tid()" if ndim == 1 else "i, j = vg.tid()"
+        raise KernelTypeError(
+            f"{where} uses {use} ({ndim}-D) but was launched over a {len(dims)}-D domain {value!r}",
+            fix="k[n](...) for 1-D kernels, k[(ny, nx)](...) for 2-D ones",
+        )
+    for d in dims:
+        if d < 0 or d > _MAX_DIM:
+            raise KernelTypeError(
+                f"launch dimension {d} is out of range [0, 2**31)",
+                fix="split the launch, or loop inside the kernel",
+            )
+    return dims
+
+
+def operator_index(v: Any) -> int:
+    if isinstance(v, Array):
+        return int(v)
+    import operator
+
+    return operator.index(v)
+
+
+class Kernel:
+    """A ``@vg.kernel`` function. Launch with ``k[n](args)`` / ``k[(ny, nx)](args)`` or
+    ``k.launch(n, *args, device=...)``; ``k.source(backend)`` shows the generated code."""
+
+    def __init__(
+        self,
+        pyfunc: Callable[..., Any],
+        *,
+        flops: float | None = None,
+        bytes: float | None = None,  # noqa: A002  (the user-facing name)
+    ):
+        if not inspect.isfunction(pyfunc):
+            raise KernelSyntaxError(
+                f"@vg.kernel needs a def function, got {type(pyfunc).__name__}",
+                fix="decorate a def statement",
+            )
+        functools.update_wrapper(self, pyfunc)  # type: ignore[arg-type]
+        self.pyfunc = pyfunc
+        self.flops, self.bytes = flops, bytes
+        self._ir: ir.Function | None = None
+        self._specs: tuple[_Spec, ...] = ()
+        self._compiled: dict[Device, CompiledKernel] = {}
+        self._launchers: dict[Any, _Launch] = {}
+
+    def __repr__(self) -> str:
+        return f"<vg.kernel {self.__name__}>"
+
+    @property
+    def ir(self) -> ir.Function:
+        """The typed IR (parsed on first use)."""
+        if self._ir is None:
+            fn = frontend.parse_kernel(self.pyfunc)
+            self._specs = _specs(fn)
+            self._ir = fn
+        return self._ir
+
+    # ---- code -------------------------------------------------------------------------
+    def source(self, backend: str | Device = "numba") -> str:
+        """The generated code for ``backend`` ("numpy", "numba", "cuda", "wgpu" or a
+        device). Works without the device: generating code needs no GPU."""
+        fn = self.ir
+        if isinstance(backend, Device):
+            return backend.kernel_source(fn)
+        name = backend.split(":")[0].lower()
+        if name in ("numba", "numpy"):
+            from . import codegen_numba
+
+            return codegen_numba.kernel_source(fn, "numba" if name == "numba" else "python")
+        if name == "cuda":
+            from . import codegen_cuda
+
+            return codegen_cuda.kernel_source(fn)
+        if name == "wgpu":
+            from . import codegen_wgsl
+
+            return codegen_wgsl.kernel_source(fn, codegen_wgsl.ALL_FEATURES).code
+        raise KernelTypeError(
+            f"unknown backend {backend!r} for source()", fix="use numpy, numba, cuda or wgpu"
+        )
+
+    def compile(self, device: str | Device | None = None) -> CompiledKernel:
+        """Compile for ``device`` now (launches do it on first use)."""
+        return self._compile(get_device(device))
+
+    def _compile(self, dev: Device) -> CompiledKernel:
+        ck = self._compiled.get(dev)
+        if ck is None:
+            fn = self.ir
+            why = dev.kernel_unsupported(fn)
+            if why:
+                raise UnsupportedOnBackend(
+                    f"kernel {self.__name__!r} cannot run on {dev.name}: {why}",
+                    fix="launch it on another device (move the arrays with x.to(...))",
+                )
+            ck = dev.compile_kernel(fn)
+            self._compiled[dev] = ck
+        return ck
+
+    # ---- launching ----------------------------------------------------------------------
+    def __getitem__(self, domain: Any) -> _Launch:
+        hit = self._launchers.get(domain) if isinstance(domain, int | tuple) else None
+        if hit is None:
+            hit = _Launch(self, _domain(domain, self.ir.ndim, f"kernel {self.__name__!r}"))
+            if isinstance(domain, int | tuple) and len(self._launchers) < 64:
+                self._launchers[domain] = hit
+        return hit
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise KernelTypeError(
+            f"a kernel is launched over a domain: {self.__name__}[n](...) or "
+            f"{self.__name__}.launch(n, ...)",
+            fix="give the number of threads in brackets, e.g. saxpy[x.size](2.0, x, y)",
+        )
+
+    def launch(self, domain: Any, *args: Any, device: str | Device | None = None) -> LaunchRecord:
+        """Launch and return its :class:`LaunchRecord` (device time resolves when read)."""
+        dims = _domain(domain, self.ir.ndim, f"kernel {self.__name__!r}")
+        return self._run(dims, args, device, record=True)  # type: ignore[return-value]
+
+    def _args(self, args: Sequence[Any]) -> tuple[list[Any], Device | None]:
+        specs = self._specs
+        if len(args) != len(specs):
+            fn = self.ir
+            names = ", ".join(s.name for s in specs)
+            raise KernelTypeError(
+                f"kernel {self.__name__}({names}) takes {len(specs)} argument"
+                f"{'s' if len(specs) != 1 else ''}, got {len(args)}",
+                filename=fn.filename,
+                lineno=fn.firstline,
+                func=self.__name__,
+            )
+        out: list[Any] = []
+        dev: Device | None = None
+        for s, a in zip(specs, args):  # noqa: B905  (lengths checked above)
+            if s.array:
+                if not isinstance(a, Array):
+                    self._bad_arg(s, a)
+                if a.dtype is not s.dtype or len(a.shape) != s.ndim:
+                    self._bad_arg(s, a)
+                if dev is None:
+                    dev = a.device
+                elif a.device is not dev:
+                    raise DeviceMismatch(
+                        f"kernel {self.__name__!r}: array {s.name!r} is on {a.device.name} "
+                        f"but earlier arrays are on {dev.name}",
+                        fix=f"move it explicitly: {s.name} = {s.name}.to({dev.name!r})",
+                    )
+                out.append((a._buf, a.shape))
+            else:
+                out.append(self._scalar(s, a))
+        return out, dev
+
+    def _scalar(self, s: _Spec, a: Any) -> Any:
+        t = s.dtype
+        if isinstance(a, Array) or isinstance(a, np.ndarray):
+            self._bad_arg(s, a)
+        if t is bool_:
+            if not isinstance(a, bool | np.bool_ | int | np.integer):
+                self._bad_arg(s, a)
+            return np.bool_(a)
+        if t.is_float:
+            if not isinstance(a, float | int | np.floating | np.integer) or isinstance(a, bool):
+                self._bad_arg(s, a)
+            return s.np_type(a)
+        if not isinstance(a, int | np.integer) or isinstance(a, bool):
+            self._bad_arg(s, a)
+        lo, hi = _INT_LIMITS[t.name]
+        if not lo <= int(a) <= hi:
+            self._bad_arg(s, a, f"{a} does not fit in {t.name}")
+        return s.np_type(a)
+
+    def _bad_arg(self, s: _Spec, a: Any, why: str | None = None) -> None:
+        fn = self.ir
+        want = f"vg.{s.dtype.name}[{', '.join(':' * s.ndim)}]" if s.array else f"vg.{s.dtype}"
+        if isinstance(a, Array):
+            got = f"a {a.ndim}-D {a.dtype.name} vg.Array"
+        elif isinstance(a, np.ndarray):
+            got = f"a NumPy array ({a.dtype}, {a.ndim}-D)"
+        else:
+            got = f"{type(a).__name__} {a!r}"
+        if s.array and isinstance(a, np.ndarray):
+            fix = f"wrap it: vg.asarray({s.name}, dtype=vg.{s.dtype.name}, device=...)"
+        elif s.array and isinstance(a, Array) and a.dtype is not s.dtype:
+            fix = f"convert explicitly: {s.name}.astype(vg.{s.dtype.name})"
+        else:
+            fix = f"pass {want}"
+        raise KernelTypeError(
+            f"argument {s.name!r} of kernel {self.__name__!r} must be {want}, got {got}"
+            + (f" ({why})" if why else ""),
+            filename=fn.filename,
+            lineno=fn.firstline,
+            func=self.__name__,
+            fix=fix,
+        )
+
+    def _run(
+        self,
+        dims: tuple[int, ...],
+        args: Sequence[Any],
+        device: str | Device | None,
+        record: bool = False,
+    ) -> LaunchRecord | None:
+        fn = self.ir
+        native, dev = self._args(args)
+        if device is not None and device != "auto":
+            want = get_device(device)
+            if dev is not None and dev is not want:
+                raise DeviceMismatch(
+                    f"kernel {self.__name__!r} launched on {want.name} but its arrays are "
+                    f"on {dev.name}",
+                    fix=f"move them first: x = x.to({want.name!r})",
+                )
+            dev = want
+        elif dev is None:
+            dev = default_device()
+        fresh = dev not in self._compiled
+        ck = self._compile(dev)
+        if not (record or BUS.active):
+            if math.prod(dims):
+                dev.launch_kernel(ck, dims, native)
+            return None
+        stop = dev.start_timer()
+        t0 = time.perf_counter()
+        if math.prod(dims):
+            dev.launch_kernel(ck, dims, native)
+        host = time.perf_counter() - t0
+        rec = self._record(fn, dev, dims, args, host, ck, fresh)
+        rec._device_timer = stop() if stop is not None else None
+        BUS.emit(rec)
+        return rec
+
+    def _record(
+        self,
+        fn: ir.Function,
+        dev: Device,
+        dims: tuple[int, ...],
+        args: Sequence[Any],
+        host: float,
+        ck: CompiledKernel,
+        fresh: bool,
+    ) -> LaunchRecord:
+        env: dict[Any, Any] = {}
+        for s, a in zip(self._specs, args):  # noqa: B905
+            if s.array:
+                for d, n in enumerate(a.shape):
+                    env[("shape", s.name, d)] = n
+            else:
+                env[s.name] = a
+        c = ir.cost(fn, env)
+        threads = math.prod(dims)
+        flops = (self.flops if self.flops is not None else c.flops) * threads
+        nbytes = (self.bytes if self.bytes is not None else c.bytes) * threads
+        dts = sorted({s.dtype.name for s in self._specs if s.array})
+        return LaunchRecord(
+            op=self.__name__,
+            device=dev.name,
+            shape=dims,
+            dtype="/".join(dts),
+            bytes=int(nbytes),
+            flops=int(flops),
+            host_s=host,
+            t_start=time.time() - host,
+            compile_s=ck.compile_s if fresh else 0.0,
+            cache_hit=ck.cache_hit if fresh else True,
+            estimated=c.estimated and (self.flops is None or self.bytes is None),
+        )
+
+
+class _Launch:
+    """``k[n]``: a kernel bound to a domain, waiting for its arguments."""
+
+    __slots__ = ("kernel", "dims")
+
+    def __init__(self, kernel: Kernel, dims: tuple[int, ...]):
+        self.kernel, self.dims = kernel, dims
+
+    def __call__(self, *args: Any, device: str | Device | None = None) -> None:
+        self.kernel._run(self.dims, args, device)
+
+
+def kernel(
+    fn: Callable[..., Any] | None = None,
+    *,
+    flops: float | None = None,
+    bytes: float | None = None,  # noqa: A002
+) -> Any:
+    """Decorator: ``@vg.kernel`` or ``@vg.kernel(flops=..., bytes=...)`` (per thread)."""
+    if fn is None:
+        return lambda f: Kernel(f, flops=flops, bytes=bytes)
+    return Kernel(fn)
+
+
+def func(fn: Callable[..., Any]) -> frontend.Func:
+    """Decorator: a device function, callable from kernels, reductions and other device
+    functions (inlined; no recursion). Parameters may be annotated (arguments convert to
+    the annotation) or left generic (specialised on the caller's types)."""
+    return frontend.Func(fn)
+
+
+# ---- reductions -----------------------------------------------------------------------------
+class ReductionFunction:
+    """A ``@vg.reduction``: ``r(x)`` / ``r(x, y)`` (zip) / ``r(m, axis=1)``.
+
+    Results are ``vg.Array`` s on the inputs' device (0-d for full reductions, like the
+    built-ins). ``deterministic=True`` (the default, and currently the only behaviour on
+    every backend) gives bit-identical results run to run: each backend reduces in a
+    fixed order that depends on the shape only."""
+
+    def __init__(
+        self,
+        pyfunc: Callable[..., Any],
+        identity: Any,
+        combine: str | Callable[..., Any],
+        post: Callable[..., Any] | None = None,
+        deterministic: bool = True,
+    ):
+        if not inspect.isfunction(pyfunc):
+            raise KernelSyntaxError("@vg.reduction needs a def function")
+        functools.update_wrapper(self, pyfunc)  # type: ignore[arg-type]
+        self.pyfunc = pyfunc
+        self.map = frontend.Func(pyfunc)
+        if isinstance(combine, str):
+            if combine not in ir.COMBINES:
+                raise KernelSyntaxError(
+                    f"unknown combine {combine!r}",
+                    fix=f"use one of {', '.join(ir.COMBINES)} or a @vg.func of two arguments",
+                )
+            self.combine: str | frontend.Func = combine
+        else:
+            self.combine = combine if isinstance(combine, frontend.Func) else frontend.Func(combine)
+        self.post = None
+        if post is not None:
+            self.post = post if isinstance(post, frontend.Func) else frontend.Func(post)
+        self.identity = identity
+        self.deterministic = deterministic
+        self._irs: dict[tuple[DType, ...], ir.Reduction] = {}
+        self._compiled: dict[tuple[Device, tuple[DType, ...]], CompiledKernel] = {}
+        self._nin = len(inspect.signature(pyfunc).parameters)
+
+    def __repr__(self) -> str:
+        return f"<vg.reduction {self.__name__}>"
+
+    def specialize(self, dtypes: Sequence[DType]) -> ir.Reduction:
+        key = tuple(dtypes)
+        red = self._irs.get(key)
+        if red is None:
+            red = self._build(key)
+            self._irs[key] = red
+        return red
+
+    def _build(self, dtypes: tuple[DType, ...]) -> ir.Reduction:
+        program = frontend._Program()
+        src = frontend.Source(self.pyfunc)
+        for (pname, ann, anode), dt in zip(
+            frontend._signature(src, frontend._globals_of(self.pyfunc)), dtypes, strict=True
+        ):
+            t = frontend.annotation_type(ann) if ann is not None else dt
+            if t is not dt:
+                src.error(
+                    f"reduction {self.__name__!r}: parameter {pname!r} is annotated {t} but "
+                    f"the array is {dt.name}",
+                    anode,
+                    KernelTypeError,
+                    fix=f"convert the array (x.astype({t!r})) or change the annotation",
+                )
+        m = frontend.specialize(self.map, dtypes, program)
+        if m.ret is None:
+            src.error(f"reduction {self.__name__!r} must return a value", src.tree)
+        acc: DType = m.ret
+        comb: str | ir.Function
+        if isinstance(self.combine, str):
+            comb = self.combine
+            if comb in ("and", "or") and acc.is_float:
+                raise KernelTypeError(
+                    f"combine={comb!r} needs bool or integer values; {self.__name__!r} "
+                    f"returns {acc.name}",
+                    fix="return a bool (e.g. v > 0) or use min/max",
+                )
+        else:
+            comb = frontend.specialize(self.combine, (acc, acc), program)
+            if comb.ret is not acc:
+                raise KernelTypeError(
+                    f"the combine function {self.combine.__name__!r} must return {acc.name} "
+                    f"(the reduction's type), it returns {comb.ret}",
+                    fix=f"annotate it: def {self.combine.__name__}(a: vg.{acc.name}, "
+                    f"b: vg.{acc.name}) -> vg.{acc.name}",
+                )
+        post_fn, takes_n, out = None, False, acc
+        if self.post is not None:
+            nargs = len(inspect.signature(self.post.pyfunc).parameters)
+            if nargs not in (1, 2):
+                raise KernelTypeError("post takes (value) or (value, n)")
+            takes_n = nargs == 2
+            post_fn = frontend.specialize(self.post, (acc, i64) if takes_n else (acc,), program)
+            if post_fn.ret is None:
+                raise KernelTypeError(f"post function {self.post.__name__!r} must return a value")
+            out = post_fn.ret
+        ident = self.identity
+        if isinstance(ident, Array):
+            ident = ident.item()
+        try:
+            value = acc.np.type(ident).item()
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise KernelTypeError(
+                f"identity {self.identity!r} is not a valid {acc.name}", fix="give a number"
+            ) from exc
+        name = f"{self.__name__}_" + "_".join(d.name for d in dtypes)
+        return ir.Reduction(
+            name=name,
+            map=m,
+            combine=comb,
+            identity=ir.Const(acc, value),
+            post=post_fn,
+            post_takes_n=takes_n,
+            inputs=dtypes,
+            acc=acc,
+            out=out,
+            funcs=list(program.order),
+        )
+
+    def source(self, backend: str = "numba", dtypes: Sequence[Any] | None = None) -> str:
+        """Generated code for ``backend`` and input ``dtypes`` (default: the annotations)."""
+        if dtypes is None:
+            sig = inspect.signature(self.pyfunc).parameters.values()
+            dtypes = [p.annotation for p in sig]
+            if any(d is inspect.Parameter.empty for d in dtypes):
+                raise KernelTypeError("give dtypes=[...] for an unannotated reduction")
+        red = self.specialize([as_dtype(d) for d in dtypes])
+        name = backend.split(":")[0].lower()
+        if name in ("numba", "numpy"):
+            from . import codegen_numba
+
+            return codegen_numba.reduction_source(red, "numba" if name == "numba" else "python")
+        if name == "cuda":
+            from . import codegen_cuda
+
+            return codegen_cuda.reduction_source(red)
+        if name == "wgpu":
+            from . import codegen_wgsl
+
+            shaders = codegen_wgsl.reduction_source(red, codegen_wgsl.ALL_FEATURES)
+            return "\n\n".join(s.code for s in shaders)
+        raise KernelTypeError(f"unknown backend {backend!r}")
+
+    def __call__(self, *arrays: Any, axis: Any = None) -> Array:
+        if len(arrays) != self._nin:
+            raise KernelTypeError(
+                f"reduction {self.__name__!r} takes {self._nin} array"
+                f"{'s' if self._nin != 1 else ''}, got {len(arrays)}"
+            )
+        for a in arrays:
+            if not isinstance(a, Array):
+                raise KernelTypeError(
+                    f"reduction {self.__name__!r} takes vg.Array arguments, got {type(a).__name__}",
+                    fix="wrap host data first: vg.asarray(x, device=...)",
+                )
+        dev = arrays[0].device
+        shape = arrays[0].shape
+        for a in arrays[1:]:
+            if a.device is not dev:
+                raise DeviceMismatch(
+                    f"reduction {self.__name__!r} got arrays on {dev.name} and {a.device.name}",
+                    fix=f"move them explicitly: y = y.to({dev.name!r})",
+                )
+            if a.shape != shape:
+                raise ShapeMismatch(
+                    f"reduction {self.__name__!r}: shapes {shape} and {a.shape} differ",
+                    fix="zip arrays of the same shape",
+                )
+        shape2, ax, out_shape = _layout(self.__name__, shape, axis)
+        dtypes = tuple(a.dtype for a in arrays)
+        red = self.specialize(dtypes)
+        length = math.prod(shape2) if ax is None else shape2[ax]
+        if math.prod(out_shape) == 0:
+            return Array(dev.empty(out_shape, red.out), out_shape, red.out, dev)
+        if length == 0:
+            return self._empty(red, dev, out_shape)
+        key = (dev, dtypes)
+        cr = self._compiled.get(key)
+        if cr is None:
+            why = dev.reduction_unsupported(red)
+            if why:
+                raise UnsupportedOnBackend(
+                    f"reduction {self.__name__!r} cannot run on {dev.name}: {why}",
+                    fix="move the data to another device (x.to('numba'))",
+                )
+            cr = dev.compile_reduction(red)
+            self._compiled[key] = cr
+        bufs = [a._buf if shape2 == a.shape else dev.reshape(a._buf, shape2) for a in arrays]
+
+        def compute() -> Any:
+            return dev.run_reduction(cr, bufs, shape2, ax)
+
+        if BUS.active:
+            nbytes = sum(a.nbytes for a in arrays) + math.prod(out_shape) * red.out.itemsize
+            c = ir.cost(red.map)
+            n = math.prod(shape)
+            flops = int((c.flops + (1 if red.acc.is_float else 0)) * n)
+            dts = "/".join(d.name for d in dtypes)
+            buf = recorded(dev, self.__name__, shape, dts, nbytes, flops, compute)
+        else:
+            buf = compute()
+        return Array(buf, out_shape, red.out, dev)
+
+    def _empty(self, red: ir.Reduction, dev: Device, out_shape: tuple[int, ...]) -> Array:
+        """Zero elements: ``post(identity)`` (computed by the NumPy backend's code)."""
+        from . import codegen_numba
+
+        ns: dict[str, Any] = {}
+        exec(compile(codegen_numba.reduction_source(red, "python"), "<empty>", "exec"), ns)  # noqa: S102
+        with np.errstate(all="ignore"):
+            v = ns["_post"](red.acc.np.type(red.identity.value), 0)
+        return Array(dev.full(out_shape, v, red.out), out_shape, red.out, dev)
+
+
+def _layout(
+    name: str, shape: tuple[int, ...], axis: Any
+) -> tuple[tuple[int, ...], int | None, tuple[int, ...]]:
+    """(shape seen by the backend, its axis, result shape) for 1-D/2-D/n-D inputs."""
+    nd = len(shape)
+    if axis is None:
+        return (math.prod(shape),), None, ()
+    if not isinstance(axis, int | np.integer) or not -max(nd, 1) <= axis < max(nd, 1):
+        raise AxisOutOfRange(
+            f"{name}: axis {axis!r} is out of bounds for an array of dimension {nd}",
+            fix="use axis=None, 0 or 1",
+        )
+    axis = int(axis) % max(nd, 1)
+    if nd <= 1:
+        return (math.prod(shape),), None, ()
+    if nd > 2:
+        raise AxisOutOfRange(
+            f"{name}: axis= on a {nd}-D array is not supported",
+            fix="reshape to 2-D so that the axis is first or last",
+        )
+    return shape, axis, (shape[1 - axis],)
+
+
+def reduction(
+    fn: Callable[..., Any] | None = None,
+    *,
+    identity: Any = 0,
+    combine: str | Callable[..., Any] = "add",
+    post: Callable[..., Any] | None = None,
+    deterministic: bool = True,
+) -> Any:
+    """Decorator: ``@vg.reduction(identity=0.0, combine="add", post=None)`` over a map
+    function of one or several scalars (one per input array)."""
+
+    def wrap(f: Callable[..., Any]) -> ReductionFunction:
+        return ReductionFunction(f, identity, combine, post, deterministic)
+
+    return wrap if fn is None else wrap(fn)
+
+
+__all__ = ["Kernel", "ReductionFunction", "func", "kernel", "reduction"]
