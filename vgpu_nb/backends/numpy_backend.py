@@ -173,7 +173,7 @@ class NumpyDevice(Device):
         if axis is None:
             rows, cols, ax = 1, flat[0].size, 1
         else:
-            rows, cols, ax = shape[0], shape[1], 1 - axis
+            rows, cols, ax = shape[0], shape[1], axis  # 1: along rows, 0: down columns
         P = np.empty(partial_shape(self.target, rows, cols, ax), red.acc.np)
         with np.errstate(all="ignore"):
             (mod.rows if ax == 1 else mod.cols)(*flat, rows, cols, P)

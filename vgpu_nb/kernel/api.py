@@ -48,6 +48,7 @@ from ..errors import (
 )
 from ..telemetry import BUS, recorded
 from ..telemetry.records import LaunchRecord
+from . import builtins as kbuiltins
 from . import frontend, ir
 
 _INT_LIMITS = {
@@ -147,7 +148,8 @@ class Kernel:
         """The typed IR (parsed on first use)."""
         if self._ir is None:
             fn = frontend.parse_kernel(self.pyfunc)
-            self._specs = _specs(fn)
+            self._specs = _specs(fn)  # (the user's parameter names, for messages)
+            ir.sanitize(fn)
             self._ir = fn
         return self._ir
 
@@ -416,6 +418,9 @@ class ReductionFunction:
         functools.update_wrapper(self, pyfunc)  # type: ignore[arg-type]
         self.pyfunc = pyfunc
         self.map = frontend.Func(pyfunc)
+        b = kbuiltins.lookup(combine) if not isinstance(combine, str) else None
+        if b is not None and b.kind in ("py", "math") and b.name in ("min", "max"):
+            combine = b.name  # the builtins min / max
         if isinstance(combine, str):
             if combine not in ir.COMBINES:
                 raise KernelSyntaxError(
@@ -425,9 +430,13 @@ class ReductionFunction:
             self.combine: str | frontend.Func = combine
         else:
             self.combine = combine if isinstance(combine, frontend.Func) else frontend.Func(combine)
-        self.post = None
+        self.post: frontend.Func | str | None = None
         if post is not None:
-            self.post = post if isinstance(post, frontend.Func) else frontend.Func(post)
+            b = kbuiltins.lookup(post)
+            if b is not None and b.kind == "math" and ir.MATH_FUNCS.get(b.name) == 1:
+                self.post = b.name  # math.sqrt, vg.exp …: one-argument builtins
+            else:
+                self.post = post if isinstance(post, frontend.Func) else frontend.Func(post)
         self.identity = identity
         self.deterministic = deterministic
         self._irs: dict[tuple[DType, ...], ir.Reduction] = {}
@@ -483,7 +492,10 @@ class ReductionFunction:
                     f"b: vg.{acc.name}) -> vg.{acc.name}",
                 )
         post_fn, takes_n, out = None, False, acc
-        if self.post is not None:
+        if isinstance(self.post, str):
+            post_fn = _builtin_post(self.post, acc, program)
+            out = post_fn.ret  # type: ignore[assignment]
+        elif self.post is not None:
             nargs = len(inspect.signature(self.post.pyfunc).parameters)
             if nargs not in (1, 2):
                 raise KernelTypeError("post takes (value) or (value, n)")
@@ -502,6 +514,8 @@ class ReductionFunction:
                 f"identity {self.identity!r} is not a valid {acc.name}", fix="give a number"
             ) from exc
         name = f"{self.__name__}_" + "_".join(d.name for d in dtypes)
+        for f in program.order:
+            ir.sanitize(f)
         return ir.Reduction(
             name=name,
             map=m,
@@ -608,6 +622,18 @@ class ReductionFunction:
         with np.errstate(all="ignore"):
             v = ns["_post"](red.acc.np.type(red.identity.value), 0)
         return Array(dev.full(out_shape, v, red.out), out_shape, red.out, dev)
+
+
+def _builtin_post(name: str, acc: DType, program: frontend._Program) -> ir.Function:
+    """A one-line device function applying the math builtin ``name`` (post=math.sqrt)."""
+    t = acc if acc.is_float else ir.true_div_type(acc)
+    v: ir.Expr = ir.Var(acc, "v")
+    if t is not acc:
+        v = ir.Cast(t, v)
+    body: list[ir.Stmt] = [ir.Return(0, ir.Math(t, name, (v,)))]
+    fn = ir.Function(program.unique(f"post_{name}"), (ir.Param("v", acc),), {"v": acc}, body, t)
+    program.order.append(fn)
+    return fn
 
 
 def _layout(

@@ -221,7 +221,7 @@ class _Emitter:
         if isinstance(e, Var):
             return e.name
         if isinstance(e, ThreadId):
-            return f"t{e.axis}"
+            return f"_vg_t{e.axis}"
         if isinstance(e, Load):
             return self.element(e.array, e.index, self.line)
         if isinstance(e, ir.Shape):
@@ -302,38 +302,34 @@ def _program(funcs: list[Function], target: str) -> _Emitter:
 # ---- kernels -----------------------------------------------------------------------------
 def kernel_source(fn: Function, target: str = "numba") -> str:
     """The program of a kernel: device functions, the per-thread body ``_thread_<name>``
-    and the launcher ``<name>(n0, n1, *params)`` that runs it over the domain (n1 = 1 for
-    1-D launches and kernels that never call vg.tid())."""
+    and the launcher ``<name>(_vg_n0, _vg_n1, *params)`` that runs it over the domain
+    (``_vg_n1 = 1`` for 1-D launches). Generated names start with ``_vg_`` (the frontend's
+    hidden locals start with ``_``, and :func:`ir.sanitize` keeps user names clear)."""
     em = _program(fn.funcs, target)
-    tids = ("t0", "t1") if fn.ndim == 2 else ("t0",)
+    tids = ("_vg_t0", "_vg_t1") if fn.ndim == 2 else ("_vg_t0",)
     em.function(fn, f"_thread_{fn.name}", tids)
-    params = ", ".join(p.name for p in fn.params)
-    if target == "numba":
-        em.w(0, em.deco(parallel=True) or "")
-        em.w(0, f"def {fn.name}(n0, n1{', ' if params else ''}{params}):")
+    params = "".join(f", {p.name}" for p in fn.params)
+    body = f"_thread_{fn.name}"
+    em.w(0, em.deco(parallel=True) or "")
+    em.w(0, f"def {fn.name}(_vg_n0, _vg_n1{params}):")
+    if target == "numba" and fn.ndim == 2:
+        em.w(1, "for _vg_t0 in prange(_vg_n0):")
+        em.w(2, "for _vg_t1 in range(_vg_n1):")
+        em.w(3, f"{body}(np.int32(_vg_t0), np.int32(_vg_t1){params})")
+    elif target == "numba":  # blocks of BLOCK threads per prange iteration
+        em.w(1, "_vg_n = _vg_n0 * _vg_n1")
+        em.w(1, f"for _vg_b in prange((_vg_n + {BLOCK - 1}) // {BLOCK}):")
+        em.w(2, f"for _vg_t in range(_vg_b * {BLOCK}, min(_vg_n, _vg_b * {BLOCK} + {BLOCK})):")
+        em.w(3, f"{body}(np.int32(_vg_t){params})")
+    else:  # python: one thread at a time, its id kept for error messages
+        em.w(1, "for _vg_t0 in range(_vg_n0):")
+        em.w(2, "for _vg_t1 in range(_vg_n1):")
         if fn.ndim == 2:
-            em.w(1, "for t0 in prange(n0):")
-            em.w(2, "for t1 in range(n1):")
-            em.w(
-                3, f"_thread_{fn.name}(np.int32(t0), np.int32(t1){', ' if params else ''}{params})"
-            )
+            em.w(3, "STATE.thread = (_vg_t0, _vg_t1)")
+            em.w(3, f"{body}(np.int32(_vg_t0), np.int32(_vg_t1){params})")
         else:
-            em.w(1, f"nb = (n0 * n1 + {BLOCK - 1}) // {BLOCK}")
-            em.w(1, "for b in prange(nb):")
-            em.w(2, f"for t in range(b * {BLOCK}, min(n0 * n1, b * {BLOCK} + {BLOCK})):")
-            em.w(3, f"_thread_{fn.name}(np.int32(t){', ' if params else ''}{params})")
-    else:
-        em.w(0, f"def {fn.name}(n0, n1{', ' if params else ''}{params}):")
-        em.w(1, "for t0 in range(n0):")
-        em.w(2, "for t1 in range(n1):")
-        if fn.ndim == 2:
-            em.w(3, "STATE.thread = (t0, t1)")
-            em.w(
-                3, f"_thread_{fn.name}(np.int32(t0), np.int32(t1){', ' if params else ''}{params})"
-            )
-        else:
-            em.w(3, "STATE.thread = (t0 * n1 + t1,)")
-            em.w(3, f"_thread_{fn.name}(np.int32(t0 * n1 + t1){', ' if params else ''}{params})")
+            em.w(3, "STATE.thread = (_vg_t0 * _vg_n1 + _vg_t1,)")
+            em.w(3, f"{body}(np.int32(_vg_t0 * _vg_n1 + _vg_t1){params})")
     em.w(0, "")
     return "\n".join(em.lines)
 
@@ -354,7 +350,7 @@ def _combine_expr(red: Reduction, a: str, b: str) -> str:
         return f"{np_type(t)}({a} {'&' if c == 'and' else '|'} {b})"
     op = "<" if c == "min" else ">"
     if ir.is_float(t):
-        return f"({a} if ({a} != {a} or not ({b} {op} {a})) else {b})"
+        return f"({b} if ({a} == {a} and ({b} {op} {a} or {b} != {b})) else {a})"
     return f"({b} if {b} {op} {a} else {a})"
 
 

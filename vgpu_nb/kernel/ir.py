@@ -632,3 +632,70 @@ class Reduction:
     acc: DType
     out: DType
     funcs: list[Function]
+
+
+# ---- identifiers ------------------------------------------------------------------------------
+#: Names no emitter may see as a user identifier: the Python emitter's globals, C/CUDA
+#: keywords and builtins, WGSL keywords and reserved words. :func:`sanitize` renames user
+#: locals/parameters that collide (``float`` → ``float_``), once, for every target.
+RESERVED: frozenset[str] = frozenset(
+    # Python emitter
+    "np math njit prange atomic atomic_add atomic_min atomic_max check STATE emit_print "
+    # C / C++ / CUDA
+    "auto bool break case char const continue default do double else enum extern float for "
+    "goto if inline int long register restrict return short signed sizeof static struct "
+    "switch typedef union unsigned void volatile while asm class delete friend mutable "
+    "namespace new operator private protected public template this throw try typename "
+    "using virtual true false nullptr threadIdx blockIdx blockDim gridDim warpSize "
+    "min max abs sqrt exp log sin cos tan floor ceil pow fma erf "
+    # WGSL keywords and reserved words
+    "alias array atomic bitcast const_assert diagnostic discard enable fn let loop mat2x2 "
+    "override ptr requires select storage struct texture uniform var vec2 vec3 vec4 "
+    "workgroup f16 f32 f64 i32 i64 u32 u64 active as async attribute await become "
+    "binding_array cast catch common compile concept constexpr crate debugger decltype "
+    "demote do dynamic_cast export extends external fallthrough filter final finally "
+    "from fxgroup get handle highp impl implements import in instanceof interface layout "
+    "lowp macro match mediump meta mod module move mut noexcept noinline nointerpolation "
+    "non_coherent noperspective null of package packoffset partition pass patch pixelfragment "
+    "precise precision premerge priv read readonly ref require resource self set shared "
+    "sizeof smooth snorm subroutine super target thread_local type unless unorm unsafe unsized "
+    "use varying where with writeonly yield sampler uniform".split()
+)
+
+
+def sanitize(fn: Function) -> None:
+    """Rename (in place) the locals and parameters of ``fn`` and its device functions that
+    collide with :data:`RESERVED` or start with ``__``."""
+    seen: set[int] = set()
+    for f in [*fn.funcs, fn]:
+        if id(f) in seen:
+            continue
+        seen.add(id(f))
+        names = [p.name for p in f.params] + list(f.locals)
+        bad = {n: _fresh(n, set(names)) for n in names if n in RESERVED or n.startswith("__")}
+        if bad:
+            _rename(f, bad)
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    new = name.lstrip("_") + "_"
+    while new in taken or new in RESERVED:
+        new += "_"
+    taken.add(new)
+    return new
+
+
+def _rename(f: Function, m: dict[str, str]) -> None:
+    f.params = tuple(Param(m.get(p.name, p.name), p.type) for p in f.params)
+    f.locals = {m.get(k, k): v for k, v in f.locals.items()}
+    for s in walk_stmts(f.body):
+        for attr in ("name", "array", "var", "counter", "limit", "stride"):
+            v = getattr(s, attr, None)
+            if isinstance(v, str) and v in m:
+                setattr(s, attr, m[v])
+        for e in stmt_exprs(s):
+            for x in walk_expr(e):
+                for attr in ("name", "array"):
+                    v = getattr(x, attr, None)
+                    if isinstance(v, str) and v in m and not isinstance(x, Call):
+                        setattr(x, attr, m[v])

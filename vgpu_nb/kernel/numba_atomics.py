@@ -16,8 +16,9 @@ LLVM atomic instructions directly, work in ``@njit``, in ``prange`` bodies of
 - ``value``: any integer, float or bool, converted to the array's dtype as Numba casts.
 - Returns the OLD element (array dtype), like CUDA's ``atomicAdd``.
 
-LLVM operations, all ``seq_cst`` (free on x86, where every locked instruction is a full
-barrier; the loops' loads and failed compare-exchanges too, so each call is one seq_cst step):
+LLVM operations, all ``seq_cst``, including the loops' atomic loads and failure orderings, so
+each call is one sequentially consistent step (no extra cost on x86, where every locked
+instruction is a full barrier anyway):
 
 - int32: ``atomicrmw add`` / ``min`` / ``max`` (signed); uint32: ``add`` / ``umin`` / ``umax``.
   Addition wraps around at 32 bits.

@@ -25,9 +25,23 @@ from .cache import CACHE, make_key
 _loaded: dict[str, types.ModuleType] = {}
 
 
+def _runtime_version() -> str:
+    """Numba caches machine code per generated file and does not see changes to the
+    helpers it inlines (:mod:`.numba_atomics`): their source is part of the key."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        from pathlib import Path
+
+        _RUNTIME = (Path(__file__).with_name("numba_atomics.py")).read_text(encoding="utf-8")
+    return _RUNTIME
+
+
+_RUNTIME: str | None = None
+
+
 def load(source: str, target: str) -> tuple[types.ModuleType, bool]:
     """(module, cache_hit) for a generated program."""
-    key = make_key(source, target)
+    key = make_key(source, target, _runtime_version() if target == "numba" else "")
     mod = _loaded.get(key)
     if mod is not None:
         return mod, True
