@@ -415,14 +415,14 @@ class NumbaDevice(NumpyDevice):
 
         t0 = time.perf_counter()
         src = self.kernel_source(fn)
-        mod, _ = pyload.load(src, "numba")
+        mod, file_hit = pyload.load(src, "numba")
         launcher = getattr(mod, fn.name)
         sig = [pyload.numba_type(i64), pyload.numba_type(i64)]
         for p in fn.params:
             t = p.type
             sig.append(pyload.numba_type((t.dtype, t.ndim) if p.is_array else t))
         _, hit = pyload.compile_numba(launcher, tuple(sig))
-        return CompiledKernel(src, launcher, time.perf_counter() - t0, hit)
+        return CompiledKernel(src, launcher, time.perf_counter() - t0, hit and file_hit)
 
     def launch_kernel(self, ck: CompiledKernel, domain: tuple[int, ...], args: Any) -> None:
         n0, n1 = (domain[0], 1) if len(domain) == 1 else domain
@@ -435,13 +435,14 @@ class NumbaDevice(NumpyDevice):
 
         t0 = time.perf_counter()
         src = self.reduction_source(red)
-        mod, _ = pyload.load(src, "numba")
+        mod, file_hit = pyload.load(src, "numba")
         i64t = pyload.numba_type(i64)
         xs = [pyload.numba_type((d, 1)) for d in red.inputs]
         P = pyload.numba_type((red.acc, 2))
         _, hit = pyload.compile_numba(mod.rows, (*xs, i64t, i64t, P))
         pyload.compile_numba(mod.finish, (P, i64t, i64t, pyload.numba_type((red.out, 1))))
-        return CompiledKernel(src, mod, time.perf_counter() - t0, hit, {"red": red})
+        t = time.perf_counter() - t0
+        return CompiledKernel(src, mod, t, hit and file_hit, {"red": red})
 
     def reduce(self, req: ReduceRequest) -> np.ndarray:
         rows, cols, by_cols = _layout(req)
