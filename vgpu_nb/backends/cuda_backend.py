@@ -1,19 +1,30 @@
 """The ``cuda`` backend: NVIDIA GPUs through CuPy (cuBLAS for matmul, CUB/NVRTC for
-reductions; our own generated CUDA C arrives with the kernel language).
+built-in reductions, and our generated CUDA C for the kernel language).
 
 Host↔device copies go through pinned staging buffers, double-buffered, because pageable
 copies crawl (≈2 GB/s seen on the lent H200) while pinned ones run at link speed.
+
+Kernels (:mod:`vgpu_nb.kernel.codegen_cuda` writes the C) are compiled by NVRTC for the
+device's own architecture (a cubin; PTX for the newest architecture NVRTC knows when it
+predates the GPU), cached in :data:`vgpu_nb.kernel.cache.CACHE` (memory + disk) and, once
+loaded, per device. A launch is one generated Python function that unpacks the arguments
+and calls the CuPy ``Function`` directly: everything else is decided at compile time.
 """
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..dtypes import DType
-from ..errors import BackendError
-from .base import Device, DeviceInfo, ReduceRequest, StopTimer
+from ..errors import BackendError, KernelCompileError, UnsupportedOnBackend
+from ..kernel import codegen_cuda, ir
+from ..kernel.cache import CACHE, make_key
+from .base import CompiledKernel, Device, DeviceInfo, ReduceRequest, StopTimer
 
 _FIX_CUPY = (
     "CuPy is not installed: pip install 'vgpu-nb[cuda]' (CUDA 12 wheels, also fine on CUDA 13 "
@@ -92,6 +103,10 @@ class CudaDevice(Device):
         self._dev = cupy.cuda.Device(self.index)
         self._kernels: dict[tuple, Any] = {}
         self._pinned: list[Any] = []
+        self._modules: dict[str, Any] = {}  # cache key → loaded cupy Module (this device)
+        self._target: tuple[str, bool, str] | None = None  # (arch, cubin?, nvrtc version)
+        # one GPU in the process: it is always the current one, no switch needed at launch
+        self._only_device = cupy.cuda.runtime.getDeviceCount() == 1
 
     # ---- memory --------------------------------------------------------------------
     def _staging(self) -> list[tuple[np.ndarray, Any]]:
@@ -237,6 +252,168 @@ class CudaDevice(Device):
         with self._dev:
             return self.cp.matmul(a.reshape(m, k), b.reshape(k, n))
 
+    # ---- the kernel language ------------------------------------------------------------
+    def kernel_unsupported(self, fn: ir.Function) -> str | None:
+        if ir.usage(fn).prints:
+            return "print() only runs on the numpy backend"
+        return None
+
+    def kernel_source(self, fn: ir.Function) -> str:
+        return codegen_cuda.kernel_source(fn)
+
+    def compile_kernel(self, fn: ir.Function) -> CompiledKernel:
+        t0 = time.perf_counter()
+        reason = self.kernel_unsupported(fn)
+        if reason:
+            raise UnsupportedOnBackend(
+                f"kernel {fn.py_name or fn.name!r} cannot run on {self.name}: {reason}",
+                fix="remove the print() calls, or run it on device='numpy' to debug",
+            )
+        gen = codegen_cuda.generate_kernel(fn)
+        module, hit, key = self._module(gen.source, fn.py_name or fn.name)
+        launch = _make_launcher(gen, module.get_function(gen.entry))
+        return CompiledKernel(
+            source=gen.source,
+            handle=launch,
+            compile_s=time.perf_counter() - t0,
+            cache_hit=hit,
+            extra={"key": key, "entry": gen.entry, "arch": self._nvrtc_target()[0]},
+        )
+
+    def launch_kernel(
+        self, ck: CompiledKernel, domain: tuple[int, ...], args: Sequence[Any]
+    ) -> None:
+        try:
+            if self._only_device or self.cp.cuda.runtime.getDevice() == self.index:
+                ck.handle(domain, args)
+            else:
+                with self._dev:
+                    ck.handle(domain, args)
+        except self.cp.cuda.driver.CUDADriverError as exc:
+            raise BackendError(f"CUDA kernel launch failed: {exc}", where=self.name) from exc
+
+    def reduction_source(self, red: ir.Reduction) -> str:
+        return codegen_cuda.reduction_source(red)
+
+    def compile_reduction(self, red: ir.Reduction) -> CompiledKernel:
+        t0 = time.perf_counter()
+        source = codegen_cuda.reduction_source(red)
+        module, hit, key = self._module(source, red.name)
+        width = codegen_cuda.reduction_vector_width(red.inputs)
+        plan = _ReductionPlan(
+            funcs={e: module.get_function(e) for e in codegen_cuda.REDUCTION_ENTRIES},
+            aligns=tuple(width * t.itemsize for t in red.inputs) if width > 1 else None,
+            acc=red.acc.np,
+            out=red.out.np,
+            sms=int(self.info.compute_units or 1),
+        )
+        return CompiledKernel(
+            source=source,
+            handle=plan,
+            compile_s=time.perf_counter() - t0,
+            cache_hit=hit,
+            extra={"key": key, "arch": self._nvrtc_target()[0], "vector_width": width},
+        )
+
+    def run_reduction(
+        self,
+        cr: CompiledKernel,
+        inputs: Sequence[Any],
+        shape: tuple[int, ...],
+        axis: int | None,
+    ) -> Any:
+        plan: _ReductionPlan = cr.handle
+        aligned = plan.aligns is not None and all(
+            x.data.ptr % a == 0 for x, a in zip(inputs, plan.aligns, strict=True)
+        )
+        steps = plan.steps.get((shape, axis, aligned)) or plan.prepare(shape, axis, aligned)
+        try:
+            if self._only_device or self.cp.cuda.runtime.getDevice() == self.index:
+                return plan.run(steps, inputs)
+            with self._dev:
+                return plan.run(steps, inputs)
+        except self.cp.cuda.driver.CUDADriverError as exc:
+            raise BackendError(
+                f"CUDA reduction {cr.extra.get('key', '')[:8]} failed: {exc}", where=self.name
+            ) from exc
+
+    # ---- NVRTC and the module cache --------------------------------------------------------
+    def _nvrtc_target(self) -> tuple[str, bool, str]:
+        """(``--gpu-architecture`` value, whether it gives a cubin, NVRTC version). A GPU
+        newer than NVRTC gets PTX for the newest architecture NVRTC knows (the driver
+        compiles it at load time)."""
+        if self._target is None:
+            from cupy.cuda import nvrtc
+
+            major, minor = (int(x) for x in (self.info.extra.get("cc") or "0.0").split("."))
+            cc = major * 10 + minor
+            try:
+                archs = sorted(int(a) for a in nvrtc.getSupportedArchs())
+            except Exception:  # older CuPy: assume NVRTC knows the GPU
+                archs = [cc]
+            version = ".".join(str(v) for v in nvrtc.getVersion())
+            if cc in archs and hasattr(nvrtc, "getCUBIN"):
+                self._target = (f"sm_{cc}", True, version)
+            else:
+                known = [a for a in archs if a <= cc] or archs[:1]
+                self._target = (f"compute_{known[-1]}", False, version)
+        return self._target
+
+    def _module(self, source: str, what: str) -> tuple[Any, bool, str]:
+        """The loaded module for ``source``: from this device's table, else the kernel
+        cache (memory, then disk), else NVRTC. Returns (module, cache hit, key)."""
+        arch, cubin, version = self._nvrtc_target()
+        key = make_key(source, "cuda", arch, version, " ".join(_nvrtc_options(arch)))
+        module = self._modules.get(key)
+        if module is not None:
+            return module, True, key
+        payload = CACHE.get("cuda", key)
+        module = self._load(payload) if payload is not None else None
+        hit = module is not None
+        if module is None:
+            payload = self._nvrtc(source, what, arch, cubin, version)
+            CACHE.put("cuda", key, payload)
+            module = self._load(payload)
+            if module is None:
+                raise BackendError(
+                    f"the CUDA driver could not load the code compiled for {what!r}",
+                    where=self.name,
+                )
+        self._modules[key] = module
+        return module, hit, key
+
+    def _load(self, payload: bytes) -> Any:
+        """A cupy Module from a cubin/PTX, or None if the driver refuses it (a stale or
+        foreign cache entry: the caller recompiles)."""
+        from cupy.cuda import function
+
+        module = function.Module()
+        try:
+            with self._dev:
+                module.load(payload)
+        except self.cp.cuda.driver.CUDADriverError:
+            return None
+        return module
+
+    def _nvrtc(self, source: str, what: str, arch: str, cubin: bool, version: str) -> bytes:
+        from cupy.cuda import nvrtc
+
+        prog = nvrtc.createProgram(source, f"{_c_name(what)}.cu", [], [])
+        try:
+            try:
+                nvrtc.compileProgram(prog, list(_nvrtc_options(arch)))
+            except nvrtc.NVRTCError as exc:
+                log = nvrtc.getProgramLog(prog)
+                raise KernelCompileError(
+                    _compile_message(what, source, log),
+                    where=f"{self.name}, NVRTC {version}, {arch}",
+                    fix="this is a vgpu_nb bug (or a limit of NVRTC): please report it with "
+                    "kernel.source('cuda'); meanwhile run the kernel on another device",
+                ) from exc
+            return nvrtc.getCUBIN(prog) if cubin else nvrtc.getPTX(prog).encode() + b"\0"
+        finally:
+            nvrtc.destroyProgram(prog)
+
     # ---- timing ----------------------------------------------------------------------
     def start_timer(self) -> StopTimer:
         cp = self.cp
@@ -256,3 +433,159 @@ class CudaDevice(Device):
             return resolve
 
         return stop
+
+
+# ---- kernel-language helpers ----------------------------------------------------------------
+def _nvrtc_options(arch: str) -> tuple[str, ...]:
+    """NVRTC flags: the device's architecture, C++17, IEEE division/sqrt (no fast math)."""
+    return (f"--gpu-architecture={arch}", "-std=c++17")
+
+
+def _c_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", text) or "kernel"
+
+
+def _compile_message(what: str, source: str, log: str) -> str:
+    """NVRTC's log, plus the generated lines it points at (``name.cu(12): error: ...``)."""
+    lines = source.splitlines()
+    shown: list[str] = []
+    for m in re.finditer(r"\((\d+)\): (?:error|catastrophic error)", log):
+        k = int(m.group(1))
+        if 1 <= k <= len(lines) and f"{k:5d} |" not in "".join(shown):
+            shown.append(f"{k:5d} | {lines[k - 1]}")
+    msg = f"NVRTC could not compile the CUDA code generated for {what!r}:\n{log.strip()}"
+    if shown:
+        msg += "\ngenerated source:\n" + "\n".join(shown)
+    return msg
+
+
+#: int32 scalars by value: NumPy scalar creation is the slowest step of a launch
+_INT32: dict[int, np.int32] = {}
+
+
+def _int32(v: int) -> np.int32:
+    """``np.int32(v)``, remembered in :data:`_INT32` (bounded)."""
+    if len(_INT32) > 4096:
+        _INT32.clear()
+    r = _INT32[v] = np.int32(v)
+    return r
+
+
+class _ReductionPlan:
+    """What :meth:`CudaDevice.run_reduction` needs: the module's functions, the alignment
+    each input needs for the vectorised pass (None: no such pass), dtypes, SM count, and
+    the launches per (shape, axis, aligned) already resolved (functions, int scalars)."""
+
+    def __init__(
+        self,
+        funcs: dict[str, Any],
+        aligns: tuple[int, ...] | None,
+        acc: np.dtype,
+        out: np.dtype,
+        sms: int,
+    ):
+        self.funcs, self.aligns, self.acc, self.out, self.sms = funcs, aligns, acc, out, sms
+        self.steps: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+    def prepare(self, shape: tuple[int, ...], axis: int | None, aligned: bool) -> tuple[Any, ...]:
+        """(output shape, scratch elements, [(function, grid, block, args)]) with the int
+        arguments as NumPy scalars and "inputs"/"partial"/"out" left as placeholders."""
+        launches = codegen_cuda.reduction_launches(shape, axis, self.sms, aligned)
+        out_shape = () if axis is None or len(shape) == 1 else (shape[1 - axis],)
+        calls = []
+        for ln in launches:
+            args = tuple(
+                a if isinstance(a, str) else (np.int32 if a[0] == "i32" else np.int64)(a[1])
+                for a in ln.args
+            )
+            calls.append((self.funcs[ln.entry], ln.grid, ln.block, args))
+        if len(self.steps) > 256:
+            self.steps.clear()
+        steps = self.steps[(shape, axis, aligned)] = (out_shape, launches[0].partials, calls)
+        return steps
+
+    def run(self, steps: tuple[Any, ...], inputs: Sequence[Any]) -> Any:
+        import cupy
+
+        out_shape, partials, calls = steps
+        out = cupy.empty(out_shape, self.out)
+        scratch = cupy.empty(partials, self.acc) if partials else out
+        for func, grid, block, template in calls:
+            args: list[Any] = []
+            for a in template:
+                if type(a) is not str:
+                    args.append(a)  # an int scalar
+                elif a == "inputs":
+                    args.extend(inputs)
+                else:
+                    args.append(scratch if a == "partial" else out)
+            func(grid, block, tuple(args))
+        return out
+
+
+def _make_launcher(
+    gen: codegen_cuda.GeneratedKernel, func: Any
+) -> Callable[[tuple[int, ...], Sequence[Any]], None]:
+    """A Python function ``launch(domain, args)`` specialised for one kernel's parameter
+    list, built from source so that a launch is straight-line code: unpack the arguments,
+    look up the grid and the int32 scalars (memoised: creating a NumPy scalar costs more
+    than the rest of the launch), call ``func(grid, block, args)``."""
+    body = ["def launch(domain, args):"]
+    names = [f"a{k}" for k in range(len(gen.params))]
+    if names:
+        body.append(f"    {', '.join(names)}, = args")
+    body += [
+        "    cfg = configs.get(domain)",
+        "    if cfg is None:",
+        "        cfg = configure(domain)",
+    ]
+    call = ["cfg[2]", "cfg[3]"] if gen.ndim == 2 else ["cfg[2]"]
+    for k, (p, dims) in enumerate(zip(gen.params, gen.shape_dims, strict=True)):
+        if p.is_array:
+            body.append(f"    b{k}, s{k} = a{k}")
+            call.append(f"b{k}")
+            call += [f"(ints.get(s{k}[{d}]) or int32(s{k}[{d}]))" for d in dims]
+        else:
+            call.append(f"a{k}")
+    body.append(f"    func(cfg[0], cfg[1], ({', '.join(call)},))")
+
+    configs: dict[tuple[int, ...], tuple[Any, ...]] = {}
+
+    def configure(domain: tuple[int, ...]) -> tuple[Any, ...]:
+        """(grid, block, n0[, n1]) for a domain, memoised (a few hundred at most)."""
+        if len(configs) > 256:
+            configs.clear()
+        if gen.ndim is None:  # no vg.tid(): one thread per point, launched flat
+            total = domain[0] if len(domain) == 1 else domain[0] * domain[1]
+            if total >= 2**31:
+                raise too_big(total)
+            dims: tuple[int, ...] = (total,)
+        else:
+            if len(domain) != gen.ndim:
+                raise UnsupportedOnBackend(
+                    f"a {len(domain)}-D launch of a kernel written for {gen.ndim}-D "
+                    f"(vg.tid() gives {gen.ndim} index{'es' if gen.ndim == 2 else ''})"
+                )
+            dims = domain
+        grid, block = codegen_cuda.launch_config(gen.ndim, dims)
+        cfg = configs[domain] = (grid, block, *(np.int32(d) for d in dims))
+        return cfg
+
+    def too_big(n: int) -> Exception:
+        return UnsupportedOnBackend(
+            f"a launch of {n} threads: kernels that do not call vg.tid() run one flat launch "
+            "of at most 2**31 - 1 threads on CUDA",
+            fix="launch fewer threads, or use vg.tid() (each dimension may then reach 2**31 - 1)",
+        )
+
+    env: dict[str, Any] = {
+        "func": func,
+        "configs": configs,
+        "configure": configure,
+        "ints": _INT32,
+        "int32": _int32,
+    }
+    exec("\n".join(body), env)  # noqa: S102 (our own generated code: no user text in it)
+    launch = env["launch"]
+    launch.__doc__ = "\n".join(body)  # the generated code, for debugging
+    return launch

@@ -139,6 +139,7 @@ class Kernel:
         self._specs: tuple[_Spec, ...] = ()
         self._compiled: dict[Device, CompiledKernel] = {}
         self._launchers: dict[Any, _Launch] = {}
+        self._fast: Callable[[tuple[Any, ...]], Any] = lambda args: None
 
     def __repr__(self) -> str:
         return f"<vg.kernel {self.__name__}>"
@@ -149,6 +150,7 @@ class Kernel:
         if self._ir is None:
             fn = frontend.parse_kernel(self.pyfunc)
             self._specs = _specs(fn)  # (the user's parameter names, for messages)
+            self._fast = _fast_checker(self._specs)
             ir.sanitize(fn)
             self._ir = fn
         return self._ir
@@ -197,11 +199,15 @@ class Kernel:
 
     # ---- launching ----------------------------------------------------------------------
     def __getitem__(self, domain: Any) -> _Launch:
-        hit = self._launchers.get(domain) if isinstance(domain, int | tuple) else None
-        if hit is None:
-            hit = _Launch(self, _domain(domain, self.ir.ndim, f"kernel {self.__name__!r}"))
-            if isinstance(domain, int | tuple) and len(self._launchers) < 64:
-                self._launchers[domain] = hit
+        try:
+            return self._launchers[domain]  # the common case: a domain seen before
+        except (KeyError, TypeError):  # new, or unhashable (a list)
+            pass
+        hit = _Launch(self, _domain(domain, self.ir.ndim, f"kernel {self.__name__!r}"))
+        if isinstance(domain, int | tuple):
+            if len(self._launchers) >= 64:
+                self._launchers.clear()
+            self._launchers[domain] = hit
         return hit
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -366,15 +372,81 @@ class Kernel:
 
 
 class _Launch:
-    """``k[n]``: a kernel bound to a domain, waiting for its arguments."""
+    """``k[n]``: a kernel bound to a domain, waiting for its arguments.
 
-    __slots__ = ("kernel", "dims")
+    The common case — plain arrays on one device, nobody listening on the bus, already
+    compiled there — takes a straight-line path (the kernel's generated argument checker,
+    then the backend's launcher): it is what ``k[n](...)`` costs against a raw CuPy
+    launch. Anything else (errors included) goes through :meth:`Kernel._run`."""
+
+    __slots__ = ("kernel", "dims", "empty")
 
     def __init__(self, kernel: Kernel, dims: tuple[int, ...]):
         self.kernel, self.dims = kernel, dims
+        self.empty = math.prod(dims) == 0
 
     def __call__(self, *args: Any, device: str | Device | None = None) -> None:
-        self.kernel._run(self.dims, args, device)
+        k = self.kernel
+        if device is None and not BUS.active:
+            hit = k._fast(args)
+            if hit is not None:
+                ck = k._compiled.get(hit[1])
+                if ck is not None:
+                    if not self.empty:
+                        hit[1].launch_kernel(ck, self.dims, hit[0])
+                    return
+        k._run(self.dims, args, device)
+
+
+def _fast_checker(specs: tuple[_Spec, ...]) -> Callable[[tuple[Any, ...]], Any]:
+    """A generated, straight-line ``check(args) -> (native args, device) | None``: None
+    whenever anything is unusual (then the slow path raises the precise error). Arrays
+    must be plain, materialised ``vg.Array`` s (pending expressions take the slow path,
+    which evaluates them); scalars plain Python or NumPy numbers of an accepted kind."""
+    env: dict[str, Any] = {"Array": Array}
+    lines = ["def check(args):", f"    if len(args) != {len(specs)}:", "        return None"]
+    names = [f"a{k}" for k in range(len(specs))]
+    if names:
+        lines.append(f"    {', '.join(names)}, = args")
+    out, dev = [], None
+    for k, s in enumerate(specs):
+        a = names[k]
+        if s.array:
+            env[f"D{k}"] = s.dtype
+            lines += [
+                f"    if {a}.__class__ is not Array or {a}.dtype is not D{k} or "
+                f"len({a}.shape) != {s.ndim}:",
+                "        return None",
+            ]
+            if dev is None:
+                dev = f"{a}.device"
+                lines.append(f"    dev = {dev}")
+            else:
+                lines += [f"    if {a}.device is not dev:", "        return None"]
+            out.append(f"({a}._buf, {a}.shape)")
+        else:
+            env[f"T{k}"], env[f"M{k}"] = s.np_type, {}
+            ok = {"f": "(float, int, T{k})", "i": "(int, T{k})", "u": "(int, T{k})"}.get(
+                s.dtype.np.kind, "(bool, T{k})"
+            ).format(k=k)
+            lines += [f"    if {a}.__class__ not in {ok}:", "        return None"]
+            if s.dtype.is_int:
+                lo, hi = _INT_LIMITS[s.dtype.name]
+                lines += [f"    if not {lo} <= {a} <= {hi}:", "        return None"]
+            # NumPy scalar construction costs more than the rest of a launch: memoise
+            lines += [
+                f"    c{k} = M{k}.get({a})",
+                f"    if c{k} is None:",
+                f"        c{k} = T{k}({a})",
+                f"        if len(M{k}) < 1024:",
+                f"            M{k}[{a}] = c{k}",
+            ]
+            out.append(f"c{k}")
+    if dev is None:
+        return lambda args: None  # no arrays: the default device decides (slow path)
+    lines.append(f"    return ({', '.join(out)},), dev")
+    exec("\n".join(lines), env)  # noqa: S102  (generated from the kernel's signature only)
+    return env["check"]
 
 
 def kernel(
