@@ -131,8 +131,7 @@ def test_fresh_process_reuses_the_disk_cache(tmp_path, device):
     second = _child(tmp_path, device.name)
     assert first["ok"] and second["ok"]
     assert not first["hit"]
-    assert second["hit"], second
-    assert second["compile_s"] < first["compile_s"]
+    assert second["hit"], second  # (times: too small and noisy on wgpu to compare)
 
 
 def test_corrupted_numba_program_is_rebuilt(tmp_path):

@@ -20,6 +20,7 @@ Storage conventions shared with the backend (``wgpu_backend.py``):
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: WGSL value type used in shaders for each vgpu dtype (bool is a u32 holding 0 or 1).
@@ -54,14 +55,21 @@ class Shader:
     def pack_params(self, **values: float | int) -> bytes:
         """The uniform block as bytes, laid out by WGSL's rules (fields are 4- or 8-byte
         scalars, so each sits at the next multiple of its size)."""
+        return self.pack([values[name] for name, _ in self.params])
+
+    def pack(self, values: Sequence[float | int]) -> bytes:
+        """The uniform block from values in field order (see :meth:`pack_params`)."""
         out = bytearray()
-        for name, typ in self.params:
-            fmt = {"u32": "<I", "i32": "<i", "f32": "<f", "f64": "<d", "u64": "<Q"}[typ]
+        for (_, typ), value in zip(self.params, values, strict=True):
+            fmt = _FORMATS[typ]
             size = struct.calcsize(fmt)
             out += b"\0" * (-len(out) % size)
-            out += struct.pack(fmt, values[name])
+            out += struct.pack(fmt, value)
         out += b"\0" * (-len(out) % 16)
         return bytes(out)
+
+
+_FORMATS = {"u32": "<I", "i32": "<i", "f32": "<f", "f64": "<d", "u64": "<Q", "i64": "<q"}
 
 
 def vec_type(dt: str) -> tuple[str, int]:
