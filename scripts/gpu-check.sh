@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check for the lent NVIDIA machine (the `device` tool): install the carried wheels and
 # Vulkan loader, list devices, run the GPU-marked tests (cuda + hardware wgpu adapters) and
-# the GPU benchmarks, and write logs + JSON to $OUT (or ./gpu-check-out here).
+# the GPU benchmarks (bench_gpu, bench_numba_sum, bench_kernels; a failing one does not stop
+# the others), and write logs + JSON to $OUT (or ./gpu-check-out here).
 #
 #   run (device tool), carry [".whl", ".gl"]:  bash scripts/gpu-check.sh
 #
@@ -35,4 +36,8 @@ echo "pytest -m gpu exit code: $rc"
 
 python3 bench/bench_gpu.py --out "$OUTDIR/gpu_$label.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUTDIR/bench-gpu.log"
 python3 bench/bench_numba_sum.py --log2n 24 28 --repeat 15 --label "$label" --out "$OUTDIR/numba_sum_$label.json" 2>&1 | tee "$OUTDIR/bench-numba.log"
+# kernel language: saxpy / sumsq / launch overhead / fresh-process first launch, on numba,
+# cuda:N and the hardware wgpu adapter (KBENCH_ARGS e.g. "--devices cuda:0 --repeat 30").
+# Its log is appended to bench-gpu.log: the device tool brings back at most 8 files.
+python3 bench/bench_kernels.py --label "$label" --out "$OUTDIR/kernels_$label.json" ${KBENCH_ARGS:-} 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
 exit $rc
