@@ -81,7 +81,9 @@ def _specs(fn: ir.Function) -> tuple[_Spec, ...]:
     return tuple(out)
 
 
-def _domain(value: Any, ndim: int | None, where: str) -> tuple[int, ...]:
+def _domain(
+    value: Any, ndim: int | None, where: str, fn: ir.Function | None = None
+) -> tuple[int, ...]:
     """``n`` or ``(ny, nx)`` → a tuple of ints, checked against the kernel's vg.tid()."""
     dims = tuple(value) if isinstance(value, tuple | list) else (value,)
     try:
@@ -98,6 +100,7 @@ def _domain(value: Any, ndim: int | None, where: str) -> tuple[int, ...]:
         raise KernelTypeError(
             f"{where} uses {use} ({ndim}-D) but was launched over a {len(dims)}-D domain {value!r}",
             fix="k[n](...) for 1-D kernels, k[(ny, nx)](...) for 2-D ones",
+            **(frontend.use_site(fn, "tid") if fn is not None else {}),
         )
     for d in dims:
         if d < 0 or d > _MAX_DIM:
@@ -191,6 +194,7 @@ class Kernel:
             if why:
                 raise UnsupportedOnBackend(
                     f"kernel {self.__name__!r} cannot run on {dev.name}: {why}",
+                    where=frontend.format_site(_culprit(fn, why)),
                     fix="launch it on another device (move the arrays with x.to(...))",
                 )
             ck = dev.compile_kernel(fn)
@@ -203,7 +207,7 @@ class Kernel:
             return self._launchers[domain]  # the common case: a domain seen before
         except (KeyError, TypeError):  # new, or unhashable (a list)
             pass
-        hit = _Launch(self, _domain(domain, self.ir.ndim, f"kernel {self.__name__!r}"))
+        hit = _Launch(self, _domain(domain, self.ir.ndim, f"kernel {self.__name__!r}", self.ir))
         if isinstance(domain, int | tuple):
             if len(self._launchers) >= 64:
                 self._launchers.clear()
@@ -219,20 +223,18 @@ class Kernel:
 
     def launch(self, domain: Any, *args: Any, device: str | Device | None = None) -> LaunchRecord:
         """Launch and return its :class:`LaunchRecord` (device time resolves when read)."""
-        dims = _domain(domain, self.ir.ndim, f"kernel {self.__name__!r}")
+        dims = _domain(domain, self.ir.ndim, f"kernel {self.__name__!r}", self.ir)
         return self._run(dims, args, device, record=True)  # type: ignore[return-value]
 
     def _args(self, args: Sequence[Any]) -> tuple[list[Any], Device | None]:
         specs = self._specs
         if len(args) != len(specs):
-            fn = self.ir
             names = ", ".join(s.name for s in specs)
             raise KernelTypeError(
                 f"kernel {self.__name__}({names}) takes {len(specs)} argument"
                 f"{'s' if len(specs) != 1 else ''}, got {len(args)}",
-                filename=fn.filename,
-                lineno=fn.firstline,
-                func=self.__name__,
+                fix=f"launch it as {self.__name__}[n]({names})",
+                **frontend.signature_site(self.pyfunc),
             )
         out: list[Any] = []
         dev: Device | None = None
@@ -275,7 +277,6 @@ class Kernel:
         return s.np_type(a)
 
     def _bad_arg(self, s: _Spec, a: Any, why: str | None = None) -> None:
-        fn = self.ir
         want = f"vg.{s.dtype.name}[{', '.join(':' * s.ndim)}]" if s.array else f"vg.{s.dtype}"
         if isinstance(a, Array):
             got = f"a {a.ndim}-D {a.dtype.name} vg.Array"
@@ -292,10 +293,8 @@ class Kernel:
         raise KernelTypeError(
             f"argument {s.name!r} of kernel {self.__name__!r} must be {want}, got {got}"
             + (f" ({why})" if why else ""),
-            filename=fn.filename,
-            lineno=fn.firstline,
-            func=self.__name__,
             fix=fix,
+            **frontend.signature_site(self.pyfunc, s.name),
         )
 
     def _run(
@@ -369,6 +368,18 @@ class Kernel:
             cache_hit=ck.cache_hit if fresh else True,
             estimated=c.estimated and (self.flops is None or self.bytes is None),
         )
+
+
+def _culprit(fn: ir.Function, why: str) -> dict[str, Any]:
+    """The user's line behind a backend's refusal (print(), a 64-bit type), if we can tell."""
+    if "print" in why:
+        return frontend.use_site(fn, "print")
+    from ..dtypes import f64, u64
+
+    for t in (f64, i64, u64):
+        if t.name in why or ("float64" in why and t is f64) or ("int64" in why and t is i64):
+            return frontend.use_site(fn, t)
+    return {}
 
 
 class _Launch:

@@ -2,9 +2,15 @@
 
 The frontend resolves a call's target to a Python object (``vg.sqrt``, ``math.sqrt``,
 ``abs``, ``vg.f32`` …) and looks it up here, so aliases (``import vgpu_nb as gpu``,
-``from math import sqrt``) work. ``vg.tid`` and the atomics exist only inside kernels;
-the math functions also work outside, on ``vg.Array`` s (lazy fused expressions, see
-:mod:`vgpu_nb.ops.elementwise`, which registers them here) and on plain numbers.
+``from math import sqrt``) work. ``vg.tid`` and the atomics exist only inside kernels.
+
+The math functions ``vg.sqrt``, ``vg.exp`` … ``vg.where`` are defined (lazy and fused on
+``vg.Array`` s, plain on numbers) in :mod:`vgpu_nb.ops.elementwise`, which registers them
+here with :func:`register`; ``math.*`` and Python's ``abs min max round`` are registered
+below.
+
+NumPy's scalar types (``np.float32(x)`` …) are casts inside kernels, as in Numba; other
+NumPy functions are errors that name the builtin to use instead.
 """
 
 from __future__ import annotations
@@ -92,8 +98,9 @@ MATH_CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau, "inf": math.inf, 
 def _register_casts() -> None:
     from ..dtypes import ALL
 
-    for dt in ALL:  # vg.f32(x) & co. are casts inside kernels
+    for dt in ALL:  # vg.f32(x) & co. are casts inside kernels; so are np.float32(x) & co.
         register(dt, "cast", dt.name)
+        register(dt.np.type, "cast", dt.name)
 
 
 _register_casts()
