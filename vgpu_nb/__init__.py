@@ -31,7 +31,51 @@ from .errors import (
 )
 from .kernel.api import Kernel, ReductionFunction, func, kernel, reduction
 from .kernel.builtins import atomic_add, atomic_max, atomic_min, tid
-from .ops import argmax, argmin, dot, matmul, max, mean, min, norm, prod, std, sum, var
+from .ops import (  # reductions, linalg, elementwise math (lazy, fused; kernel builtins)
+    abs,
+    acos,
+    argmax,
+    argmin,
+    asin,
+    atan,
+    atan2,
+    ceil,
+    cos,
+    cosh,
+    dot,
+    erf,
+    exp,
+    exp2,
+    floor,
+    fma,
+    fmod,
+    isfinite,
+    isinf,
+    isnan,
+    log,
+    log2,
+    log10,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    norm,
+    pow,
+    prod,
+    round,
+    sin,
+    sinh,
+    sqrt,
+    std,
+    sum,
+    tan,
+    tanh,
+    trunc,
+    var,
+    where,
+)
 from .telemetry import profile
 
 __version__ = "0.1.0"
@@ -47,4 +91,7 @@ __all__ = [
     "Kernel", "KernelCompileError", "KernelError", "KernelRuntimeError", "KernelSyntaxError",
     "KernelTypeError", "ReductionFunction", "atomic_add", "atomic_max", "atomic_min", "func",
     "kernel", "reduction", "tid",
+    "abs", "acos", "asin", "atan", "atan2", "ceil", "cos", "cosh", "erf", "exp", "exp2",
+    "floor", "fma", "fmod", "isfinite", "isinf", "isnan", "log", "log10", "log2", "maximum",
+    "minimum", "pow", "round", "sin", "sinh", "sqrt", "tan", "tanh", "trunc", "where",
 ]  # fmt: skip

@@ -10,6 +10,15 @@ Decisions (written down because NumPy, CuPy and Warp differ):
   API, so nothing synchronises until you look: ``float(r)``, ``r.item()`` or printing it.
 * ``x.numpy()`` on the host backends (numpy, numba) returns the device memory itself
   (zero-copy, like Warp); on GPUs it is a fresh host copy.
+* **Operators are lazy and fused** (``x * 2 + y``, comparisons, ``vg.where``, ``vg.exp``):
+  they return a *pending* ``vg.Array`` (shape, dtype and device known at once) whose value
+  is one fused kernel, compiled (cached by structure) and launched when the value is first
+  needed — by a reduction, ``.numpy()``, ``repr``, ``.to()``, ``float()``, a kernel
+  launch. Semantics and result dtypes are NumPy 2's; see :mod:`vgpu_nb.ops.elementwise`.
+* **In-place operators rebind**: ``x += 1`` makes a new array and rebinds ``x`` (other
+  references to the old array keep the old values), unlike NumPy's in-place update.
+* ``==`` is elementwise (a bool array), as in NumPy; hashing stays by identity, so
+  arrays can still key dicts and weak sets (``x in list`` compares elementwise, though).
 """
 
 from __future__ import annotations
@@ -40,10 +49,16 @@ def _shape(shape: ShapeLike, allow_minus_one: bool = False) -> tuple[int, ...]:
 
 
 class Array:
-    """An array on one device. Create with :func:`asarray`, :func:`zeros` & co."""
+    """An array on one device. Create with :func:`asarray`, :func:`zeros` & co.
 
-    __slots__ = ("_buf", "shape", "dtype", "device", "__weakref__")
+    ``_buf`` (the native buffer) is a plain slot: the hot path of every op reads it
+    directly. Pending expressions are instances of the same-layout subclasses below, whose
+    ``_buf`` property evaluates first; once evaluated they become plain ``Array`` s again
+    (``__class__`` is switched back), so laziness costs materialised arrays nothing."""
+
+    __slots__ = ("_buf", "shape", "dtype", "device", "_deps", "__weakref__")
     __array_priority__ = 100
+    __hash__ = object.__hash__  # by identity (== is elementwise)
 
     def __init__(self, buf: Any, shape: tuple[int, ...], dtype: DType, device: Device):
         self._buf = buf
@@ -79,8 +94,8 @@ class Array:
         dev = get_device(device)
         if dev is self.device:
             return self
-        host = np.ascontiguousarray(self.numpy())
-        return Array(dev.from_numpy(host), self.shape, self.dtype, dev)
+        host = np.asarray(self.numpy(), order="C")
+        return Array(_upload(dev, host), self.shape, self.dtype, dev)
 
     def copy(self) -> Array:
         return Array(self.device.copy(self._buf, self.shape, self.dtype), *self._meta())
@@ -145,6 +160,108 @@ class Array:
         body = np.array2string(self.numpy(), separator=", ", threshold=20, prefix="vg.Array(")
         return f"vg.Array({body}, dtype={self.dtype.name}, device={self.device.name!r})"
 
+    # ---- operators: lazy, fused elementwise expressions (vgpu_nb.ops.elementwise) -------
+    def eval(self) -> Array:
+        """Evaluate a pending expression now (one fused kernel launch); returns ``self``.
+        Nothing to do on an array that already holds its values."""
+        self._buf  # noqa: B018  (reading the buffer is what evaluates)
+        return self
+
+    def __add__(self, other: Any) -> Any:
+        return _ew.binary("add", self, other)
+
+    def __radd__(self, other: Any) -> Any:
+        return _ew.binary("add", other, self)
+
+    def __sub__(self, other: Any) -> Any:
+        return _ew.binary("sub", self, other)
+
+    def __rsub__(self, other: Any) -> Any:
+        return _ew.binary("sub", other, self)
+
+    def __mul__(self, other: Any) -> Any:
+        return _ew.binary("mul", self, other)
+
+    def __rmul__(self, other: Any) -> Any:
+        return _ew.binary("mul", other, self)
+
+    def __truediv__(self, other: Any) -> Any:
+        return _ew.binary("div", self, other)
+
+    def __rtruediv__(self, other: Any) -> Any:
+        return _ew.binary("div", other, self)
+
+    def __floordiv__(self, other: Any) -> Any:
+        return _ew.binary("floordiv", self, other)
+
+    def __rfloordiv__(self, other: Any) -> Any:
+        return _ew.binary("floordiv", other, self)
+
+    def __mod__(self, other: Any) -> Any:
+        return _ew.binary("mod", self, other)
+
+    def __rmod__(self, other: Any) -> Any:
+        return _ew.binary("mod", other, self)
+
+    def __pow__(self, other: Any) -> Any:
+        return _ew.binary("pow", self, other)
+
+    def __rpow__(self, other: Any) -> Any:
+        return _ew.binary("pow", other, self)
+
+    def __and__(self, other: Any) -> Any:
+        return _ew.binary("and", self, other)
+
+    def __rand__(self, other: Any) -> Any:
+        return _ew.binary("and", other, self)
+
+    def __or__(self, other: Any) -> Any:
+        return _ew.binary("or", self, other)
+
+    def __ror__(self, other: Any) -> Any:
+        return _ew.binary("or", other, self)
+
+    def __xor__(self, other: Any) -> Any:
+        return _ew.binary("xor", self, other)
+
+    def __rxor__(self, other: Any) -> Any:
+        return _ew.binary("xor", other, self)
+
+    def __lt__(self, other: Any) -> Any:
+        return _ew.binary("lt", self, other)
+
+    def __le__(self, other: Any) -> Any:
+        return _ew.binary("le", self, other)
+
+    def __gt__(self, other: Any) -> Any:
+        return _ew.binary("gt", self, other)
+
+    def __ge__(self, other: Any) -> Any:
+        return _ew.binary("ge", self, other)
+
+    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
+        return _ew.binary("eq", self, other)
+
+    def __ne__(self, other: Any) -> Any:  # type: ignore[override]
+        return _ew.binary("ne", self, other)
+
+    def __neg__(self) -> Any:
+        return _ew.unary("neg", self)
+
+    def __pos__(self) -> Any:
+        return _ew.unary("pos", self)
+
+    def __abs__(self) -> Any:
+        return _ew.unary("abs", self)
+
+    def __invert__(self) -> Any:
+        return _ew.unary("invert", self)
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        """NumPy ufuncs on vg.Arrays (``np.sqrt(x)``, ``np.float32(2) * x``) run on the
+        array's device, lazily; NumPy arrays mixed in are an error (no implicit moves)."""
+        return _ew.array_ufunc(ufunc, method, inputs, kwargs)
+
     # CUDA interop (CuPy, PyTorch, Numba-CUDA): present only on CUDA arrays.
     def __getattr__(self, name: str) -> Any:
         if name in ("__cuda_array_interface__", "__dlpack__", "__dlpack_device__"):
@@ -155,6 +272,52 @@ class Array:
                 "use x.to('cuda') first, or np.asarray(x) for host data"
             )
         raise AttributeError(f"'vg.Array' object has no attribute {name!r}")
+
+
+#: the slot descriptor of ``Array._buf``: raw access that never evaluates anything
+_BUF = Array.__dict__["_buf"]
+_DEPS = Array.__dict__["_deps"]
+#: vgpu_nb.ops.elementwise (it imports this module; it sets this when it is imported)
+_ew: Any = None
+
+
+class _Pending(Array):
+    """A ``vg.Array`` whose value is a pending fused expression (the ``_buf`` slot holds
+    the expression). Reading ``_buf`` evaluates it, stores the buffer in the slot and turns
+    the object into a plain :class:`Array`. Same layout as Array (no new slots), so the
+    ``__class__`` switch is allowed."""
+
+    __slots__ = ()
+
+    @property
+    def _buf(self) -> Any:  # type: ignore[override]
+        return _ew.materialize(self)
+
+    @_buf.setter
+    def _buf(self, value: Any) -> None:
+        _BUF.__set__(self, value)
+
+
+class _Watched(Array):
+    """A materialised array that pending expressions read (``_deps``: weak references to
+    them). Anything that reads its buffer might write it (a kernel launch), so reading
+    ``_buf`` first evaluates those expressions, then turns it back into a plain Array."""
+
+    __slots__ = ()
+
+    @property
+    def _buf(self) -> Any:  # type: ignore[override]
+        _ew.flush(self)
+        return _BUF.__get__(self, Array)
+
+    @_buf.setter
+    def _buf(self, value: Any) -> None:
+        _BUF.__set__(self, value)
+
+
+def is_pending(x: Any) -> bool:
+    """True if ``x`` is a vg.Array whose value is a not-yet-evaluated expression."""
+    return type(x) is _Pending
 
 
 def check_same_device(op: str, *arrays: Array) -> Device:
@@ -196,7 +359,7 @@ def _host_array(obj: Any, dtype: Any) -> np.ndarray:
                 fix="pass numbers, a (nested) list of numbers or a NumPy array",
             )
     dt = as_dtype(dtype if dtype is not None else a.dtype)
-    return np.ascontiguousarray(a, dtype=dt.np)
+    return np.asarray(a, dtype=dt.np, order="C")  # (ascontiguousarray makes 0-d 1-d)
 
 
 def asarray(obj: Any, dtype: Any = None, device: str | Device | None = None) -> Array:
@@ -206,7 +369,15 @@ def asarray(obj: Any, dtype: Any = None, device: str | Device | None = None) -> 
         return obj.to(device if device is not None else obj.device)
     host = _host_array(obj, dtype)
     dev = get_device(device)
-    return Array(dev.from_numpy(host), host.shape, as_dtype(host.dtype), dev)
+    return Array(_upload(dev, host), host.shape, as_dtype(host.dtype), dev)
+
+
+def _upload(dev: Device, host: np.ndarray) -> Any:
+    """``dev.from_numpy`` for any C-contiguous host array, 0-d included (backends get a
+    1-element array and reshape it)."""
+    if host.ndim == 0:
+        return dev.reshape(dev.from_numpy(host.reshape(1)), ())
+    return dev.from_numpy(host)
 
 
 def empty(shape: ShapeLike, dtype: Any = _dt.f32, device: str | Device | None = None) -> Array:
