@@ -6,6 +6,10 @@
 #
 #   run (device tool), carry [".whl", ".gl"]:  bash scripts/gpu-check.sh
 #
+# Narrower runs (device time is scarce): GPU_TESTS selects test files (default tests/),
+# GPU_BENCHES the benchmarks among "gpu numba kernels" (default all three), e.g.
+#   GPU_TESTS="tests/test_kernel_cuda.py" GPU_BENCHES=kernels bash scripts/gpu-check.sh
+#
 # The wheels (.whl/) and debs (.gl/) are made on the dev machine, see README "GPU check".
 set -uo pipefail
 OUTDIR=${OUT:-gpu-check-out}
@@ -29,15 +33,23 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 python3 -m vgpu_nb devices 2>&1 | tee "$OUTDIR/devices.txt"
 
 label=$(python3 -c "import cupy; print(cupy.cuda.runtime.getDeviceProperties(0)['name'].decode().split()[-1].lower())" 2>/dev/null || echo gpu)
-python3 -m pytest -m gpu -q -p no:cacheprovider tests/ ${PYTEST_ARGS:-} >"$OUTDIR/pytest-gpu.log" 2>&1
+BENCHES=" ${GPU_BENCHES:-gpu numba kernels} "
+# shellcheck disable=SC2086  (GPU_TESTS is a list of paths)
+timeout "${GPU_TEST_TIMEOUT:-3000}" python3 -m pytest -m gpu -q -p no:cacheprovider ${GPU_TESTS:-tests/} ${PYTEST_ARGS:-} >"$OUTDIR/pytest-gpu.log" 2>&1
 rc=$?
 tail -n 30 "$OUTDIR/pytest-gpu.log"
 echo "pytest -m gpu exit code: $rc"
 
-python3 bench/bench_gpu.py --out "$OUTDIR/gpu_$label.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUTDIR/bench-gpu.log"
-python3 bench/bench_numba_sum.py --log2n 24 28 --repeat 15 --label "$label" --out "$OUTDIR/numba_sum_$label.json" 2>&1 | tee "$OUTDIR/bench-numba.log"
+if [[ $BENCHES == *" gpu "* ]]; then
+  python3 bench/bench_gpu.py --out "$OUTDIR/gpu_$label.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUTDIR/bench-gpu.log"
+fi
+if [[ $BENCHES == *" numba "* ]]; then
+  python3 bench/bench_numba_sum.py --log2n 24 28 --repeat 15 --label "$label" --out "$OUTDIR/numba_sum_$label.json" 2>&1 | tee "$OUTDIR/bench-numba.log"
+fi
 # kernel language: saxpy / sumsq / launch overhead / fresh-process first launch, on numba,
 # cuda:N and the hardware wgpu adapter (KBENCH_ARGS e.g. "--devices cuda:0 --repeat 30").
 # Its log is appended to bench-gpu.log: the device tool brings back at most 8 files.
-python3 bench/bench_kernels.py --label "$label" --out "$OUTDIR/kernels_$label.json" ${KBENCH_ARGS:-} 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
+if [[ $BENCHES == *" kernels "* ]]; then
+  python3 bench/bench_kernels.py --label "$label" --out "$OUTDIR/kernels_$label.json" ${KBENCH_ARGS:-} 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
+fi
 exit $rc

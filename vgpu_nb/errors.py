@@ -128,6 +128,6 @@ class KernelCompileError(VgpuError, RuntimeError):
     vgpu_nb bug or a limit of the backend; ``kernel.source(backend)`` shows the code."""
 
 
-class KernelRuntimeError(VgpuError, RuntimeError):
+class KernelRuntimeError(KernelError, RuntimeError):
     """A kernel failed while running (on the NumPy backend: an out-of-range index, naming
-    the thread, the array and the index)."""
+    the thread, the array, the index and the user's line)."""

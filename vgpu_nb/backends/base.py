@@ -202,6 +202,12 @@ class Device(ABC):
         """Enqueue one launch (asynchronous on GPUs)."""
         raise UnsupportedOnBackend(f"kernels are not implemented on {self.name} yet")
 
+    def fast_launcher(self, ck: CompiledKernel) -> Callable[[tuple[int, ...], Any], None]:
+        """``launch(domain, args)`` for the API's hot path: the same as
+        :meth:`launch_kernel`; a backend may return something leaner (no error translation,
+        no device switching) when that is safe."""
+        return lambda domain, args: self.launch_kernel(ck, domain, args)
+
     def reduction_unsupported(self, red: ir.Reduction) -> str | None:
         return None
 

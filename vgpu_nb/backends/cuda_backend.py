@@ -292,6 +292,13 @@ class CudaDevice(Device):
         except self.cp.cuda.driver.CUDADriverError as exc:
             raise BackendError(f"CUDA kernel launch failed: {exc}", where=self.name) from exc
 
+    def fast_launcher(self, ck: CompiledKernel) -> Any:
+        """The generated launcher itself when this is the only GPU (no current-device
+        check needed); launch errors surface at the next sync anyway, as in CuPy."""
+        if self._only_device:
+            return ck.handle
+        return super().fast_launcher(ck)
+
     def reduction_source(self, red: ir.Reduction) -> str:
         return codegen_cuda.reduction_source(red)
 

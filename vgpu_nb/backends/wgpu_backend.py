@@ -774,7 +774,19 @@ class WgpuDevice(Device):
         return None if reason is None else f"{reason} (adapter: {self.info.adapter})"
 
     def kernel_unsupported(self, fn: ir.Function) -> str | None:
-        return self._why_not(cg.kernel_unsupported(fn, self.features), len(fn.arrays))
+        why = self._why_not(cg.kernel_unsupported(fn, self.features), len(fn.arrays))
+        return why or self._f64_fmod([fn])
+
+    def _f64_fmod(self, fns: list[ir.Function]) -> str | None:
+        """float64 ``//``, ``%`` and ``fmod`` are refused on hardware adapters: NVIDIA's
+        Vulkan driver lost the device compiling their exact loop (H200, 2026-11-23), and a
+        lost device takes every later op of the process with it."""
+        if self.cpu_emulated or not cg.uses_f64_fmod(fns):
+            return None
+        return (
+            "float64 floor division, modulo and fmod are not supported on hardware WebGPU "
+            f"adapters ({self.info.adapter}): compute them in float32, or on 'cuda' / 'numba'"
+        )
 
     def _cached(self, kind: str, obj: Any, build: Any) -> tuple[Any, bool]:
         """Generated shaders of ``obj`` (an IR function or reduction) through the kernel
@@ -863,7 +875,8 @@ class WgpuDevice(Device):
 
     # ---- @vg.reduction ----------------------------------------------------------------------
     def reduction_unsupported(self, red: ir.Reduction) -> str | None:
-        return self._why_not(cg.reduction_unsupported(red, self.features), len(red.inputs) + 1)
+        why = self._why_not(cg.reduction_unsupported(red, self.features), len(red.inputs) + 1)
+        return why or self._f64_fmod(list(red.funcs))
 
     def _reduction_shaders(self, red: ir.Reduction) -> tuple[cg.ReductionShaders, bool]:
         return self._cached(  # type: ignore[return-value]

@@ -141,6 +141,7 @@ class Kernel:
         self._ir: ir.Function | None = None
         self._specs: tuple[_Spec, ...] = ()
         self._compiled: dict[Device, CompiledKernel] = {}
+        self._direct: dict[Device, Callable[[tuple[int, ...], Any], None]] = {}
         self._launchers: dict[Any, _Launch] = {}
         self._fast: Callable[[tuple[Any, ...]], Any] = lambda args: None
 
@@ -199,6 +200,7 @@ class Kernel:
                 )
             ck = dev.compile_kernel(fn)
             self._compiled[dev] = ck
+            self._direct[dev] = dev.fast_launcher(ck)
         return ck
 
     # ---- launching ----------------------------------------------------------------------
@@ -398,13 +400,13 @@ class _Launch:
 
     def __call__(self, *args: Any, device: str | Device | None = None) -> None:
         k = self.kernel
-        if device is None and not BUS.active:
+        if device is None and not BUS._subs:
             hit = k._fast(args)
             if hit is not None:
-                ck = k._compiled.get(hit[1])
-                if ck is not None:
+                launch = k._direct.get(hit[1])
+                if launch is not None:
                     if not self.empty:
-                        hit[1].launch_kernel(ck, self.dims, hit[0])
+                        launch(self.dims, hit[0])
                     return
         k._run(self.dims, args, device)
 

@@ -1023,6 +1023,19 @@ def _why(needs: list[str], features: Collection[str]) -> str | None:
     return "; ".join(reasons) if reasons else None
 
 
+def uses_f64_fmod(fns: Iterable[ir.Function]) -> bool:
+    """Whether float64 ``//``, ``%`` or ``fmod`` appear (their exact loop, :func:`_helper`
+    "fmod", lost the device when NVIDIA's Vulkan driver compiled it for f64 on the lent
+    H200, 2026-11-23; the backend refuses them on hardware adapters)."""
+    for f in _functions(fns):
+        for e in _all_exprs(f.body):
+            if isinstance(e, ir.Binary) and e.op in ("floordiv", "mod") and e.type is f64:
+                return True
+            if isinstance(e, ir.Math) and e.fn == "fmod" and e.type is f64:
+                return True
+    return False
+
+
 def kernel_unsupported(fn: ir.Function, features: Collection[str]) -> str | None:
     """Why ``fn`` cannot run exactly on a WebGPU device with ``features``, or None."""
     return _why(_needs([fn]), features)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import linecache
 import threading
 from typing import Any
 
@@ -30,10 +31,14 @@ def check(i: Any, arr: np.ndarray, dim: int, name: str, line: int) -> Any:
         return i
     tid = ", ".join(str(t) for t in STATE.thread)
     axis = f" along axis {dim}" if arr.ndim > 1 else ""
+    text = linecache.getline(STATE.filename, line) if line else ""
     raise KernelRuntimeError(
         f"thread ({tid}) of kernel {STATE.kernel!r} indexed {name!r} (shape "
         f"{tuple(arr.shape)}) with {int(i)}{axis}: out of range [0, {n})",
-        where=f'File "{STATE.filename}", line {line}',
+        filename=STATE.filename,
+        lineno=line or None,
+        source_line=text.rstrip("\n") or None,
+        func=STATE.kernel,
         fix="guard the access (if i < a.shape[0]: …) or launch fewer threads; negative "
         "indices do not wrap around in kernels",
     )
