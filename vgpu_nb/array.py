@@ -19,6 +19,10 @@ Decisions (written down because NumPy, CuPy and Warp differ):
   references to the old array keep the old values), unlike NumPy's in-place update.
 * ``==`` is elementwise (a bool array), as in NumPy; hashing stays by identity, so
   arrays can still key dicts and weak sets (``x in list`` compares elementwise, though).
+* **Memory tiers** (:mod:`vgpu_nb.memory`): an array may live on its device, in host RAM
+  or on disk (``x.tier``, ``x.placement``). Arrays larger than the device budget are made
+  in the host tier (or on disk) and ops stream them; spilled arrays come back when an op
+  touches them. ``x.numpy()`` of a non-resident array reads the lower tier directly.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from .backends.base import Device
 from .devices import get_device
 from .dtypes import DType, as_dtype
 from .errors import DeviceMismatch, NotAnArray, ShapeMismatch
+from .memory import manager as _mm
+from .memory.manager import MEM
 
 ShapeLike = int | Sequence[int]
 
@@ -56,15 +62,22 @@ class Array:
     ``_buf`` property evaluates first; once evaluated they become plain ``Array`` s again
     (``__class__`` is switched back), so laziness costs materialised arrays nothing."""
 
-    __slots__ = ("_buf", "shape", "dtype", "device", "_deps", "__weakref__")
+    __slots__ = ("_buf", "shape", "dtype", "device", "_deps", "_st", "__weakref__")
     __array_priority__ = 100
     __hash__ = object.__hash__  # by identity (== is elementwise)
 
-    def __init__(self, buf: Any, shape: tuple[int, ...], dtype: DType, device: Device):
+    def __init__(
+        self, buf: Any, shape: tuple[int, ...], dtype: DType, device: Device, st: Any = None
+    ):
         self._buf = buf
-        self.shape = tuple(shape)
+        self.shape = shape = tuple(shape)
         self.dtype = dtype
         self.device = device
+        if st is None:
+            self._st = MEM.track(buf, device, shape, dtype, self)
+        else:  # a view of the same memory (reshape)
+            self._st = st
+            st.views.append(_weakref(self))
 
     # ---- metadata -----------------------------------------------------------------
     @property
@@ -84,6 +97,18 @@ class Array:
             raise TypeError("len() of a 0-d vg.Array")
         return self.shape[0]
 
+    @property
+    def tier(self) -> str:
+        """The tier holding the authoritative copy: ``"device"``, ``"host"`` or ``"disk"``."""
+        st = self._st
+        return _mm.DEVICE if st is None else st.tier
+
+    @property
+    def placement(self) -> frozenset[str]:
+        """The tiers that hold a valid copy right now (after a prefetch, more than one)."""
+        st = self._st
+        return frozenset({_mm.DEVICE}) if st is None else st.placement
+
     # ---- data movement ------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """Host copy (GPU) or the memory itself (host backends), shaped and typed."""
@@ -95,15 +120,22 @@ class Array:
         if dev is self.device:
             return self
         host = np.asarray(self.numpy(), order="C")
-        return Array(_upload(dev, host), self.shape, self.dtype, dev)
+        return _from_host(dev, host)
+
+    def _out_of_core(self) -> bool:
+        return type(self) is _Spilled and not MEM.fits_device(self.device, self.nbytes)
 
     def copy(self) -> Array:
+        if self._out_of_core():  # through the host (or disk) tier, never onto the device
+            return _from_host(self.device, np.array(self.numpy()))
         return Array(self.device.copy(self._buf, self.shape, self.dtype), *self._meta())
 
     def astype(self, dtype: Any) -> Array:
         dst = as_dtype(dtype)
         if dst == self.dtype:
             return self.copy()
+        if self._out_of_core():
+            return _from_host(self.device, self.numpy().astype(dst.np))
         buf = self.device.astype(self._buf, self.shape, self.dtype, dst)
         return Array(buf, self.shape, dst, self.device)
 
@@ -121,8 +153,15 @@ class Array:
                 f"cannot reshape an array of size {self.size} into shape {tuple(shp)}",
                 where="vg.Array.reshape",
             )
+        if type(self) is _Spilled:  # a view of memory that is not on the device now
+            v = object.__new__(_Spilled)
+            _BUF.__set__(v, None)
+            _DEPS.__set__(v, None)
+            v.shape, v.dtype, v.device, v._st = tuple(shp), self.dtype, self.device, self._st
+            self._st.views.append(_weakref(v))
+            return v
         buf = self.device.reshape(self._buf, tuple(shp))
-        return Array(buf, tuple(shp), self.dtype, self.device)
+        return Array(buf, tuple(shp), self.dtype, self.device, self._st)
 
     def _meta(self) -> tuple[tuple[int, ...], DType, Device]:
         return self.shape, self.dtype, self.device
@@ -262,11 +301,14 @@ class Array:
         array's device, lazily; NumPy arrays mixed in are an error (no implicit moves)."""
         return _ew.array_ufunc(ufunc, method, inputs, kwargs)
 
-    # CUDA interop (CuPy, PyTorch, Numba-CUDA): present only on CUDA arrays.
+    # CUDA interop (CuPy, PyTorch, Numba-CUDA): present only on CUDA arrays. An exported
+    # array is pinned to the device: the consumer holds its pointer, not a reference we see.
     def __getattr__(self, name: str) -> Any:
         if name in ("__cuda_array_interface__", "__dlpack__", "__dlpack_device__"):
             if self.device.backend == "cuda":
-                return getattr(self._buf, name)
+                buf = self._buf
+                self._st.pinned = True
+                return getattr(buf, name)
             raise AttributeError(
                 f"{name} is only available on CUDA arrays (this one is on {self.device.name}); "
                 "use x.to('cuda') first, or np.asarray(x) for host data"
@@ -277,6 +319,8 @@ class Array:
 #: the slot descriptor of ``Array._buf``: raw access that never evaluates anything
 _BUF = Array.__dict__["_buf"]
 _DEPS = Array.__dict__["_deps"]
+_ST = Array.__dict__["_st"]
+_weakref = __import__("weakref").ref
 #: vgpu_nb.ops.elementwise (it imports this module; it sets this when it is imported)
 _ew: Any = None
 
@@ -313,6 +357,44 @@ class _Watched(Array):
     @_buf.setter
     def _buf(self, value: Any) -> None:
         _BUF.__set__(self, value)
+
+
+class _Spilled(Array):
+    """A ``vg.Array`` whose memory is not on its device now (spilled to host RAM or disk,
+    or made there because it is larger than the device budget). Reading ``_buf`` brings
+    it back (spilling others if needed) and turns every view of it into a plain Array;
+    ``numpy()`` and ``repr`` read the lower tier directly, without moving anything."""
+
+    __slots__ = ()
+
+    @property
+    def _buf(self) -> Any:  # type: ignore[override]
+        MEM.unspill(_ST.__get__(self, Array))
+        return _BUF.__get__(self, Array)
+
+    @_buf.setter
+    def _buf(self, value: Any) -> None:
+        _BUF.__set__(self, value)
+
+    def numpy(self) -> np.ndarray:
+        st = self._st
+        host = MEM.read_host(st)
+        if st.shape != self.shape:
+            host = host.reshape(self.shape)
+        return host
+
+
+def _spilled_new(st: Any, shape: tuple[int, ...], dtype: DType, dev: Device) -> Array:
+    """A non-resident array over storage ``st`` (made in the host or disk tier)."""
+    v = object.__new__(_Spilled)
+    _BUF.__set__(v, None)
+    _DEPS.__set__(v, None)
+    v.shape, v.dtype, v.device = shape, dtype, dev
+    _ST.__set__(v, st)
+    return v
+
+
+_mm.ARRAY, _mm.SPILLED, _mm._BUF = Array, _Spilled, _BUF
 
 
 def is_pending(x: Any) -> bool:
@@ -367,9 +449,24 @@ def asarray(obj: Any, dtype: Any = None, device: str | Device | None = None) -> 
     if None). A vg.Array already on that device with that dtype is returned as is."""
     if isinstance(obj, Array) and (dtype is None or as_dtype(dtype) == obj.dtype):
         return obj.to(device if device is not None else obj.device)
-    host = _host_array(obj, dtype)
-    dev = get_device(device)
-    return Array(_upload(dev, host), host.shape, as_dtype(host.dtype), dev)
+    return _from_host(get_device(device), _host_array(obj, dtype))
+
+
+def _big(dev: Device, shape: tuple[int, ...], dt: DType, make: Any) -> Array:
+    v = _spilled_new(None, shape, dt, dev)
+    st = make(v)
+    _ST.__set__(v, st)
+    return v
+
+
+def _from_host(dev: Device, host: np.ndarray) -> Array:
+    """A new array on ``dev`` with the values of C-contiguous ``host`` (routed to the host
+    or disk tier when larger than the device budget)."""
+    dt = as_dtype(host.dtype)
+    if host.nbytes and not MEM.fits_device(dev, host.nbytes):
+        return _big(dev, host.shape, dt, lambda v: MEM.new_array(dev, host, host.shape, dt, v))
+    MEM.reserve(dev, host.nbytes, f"a new {host.nbytes}-byte array")
+    return Array(_upload(dev, host), host.shape, dt, dev)
 
 
 def _upload(dev: Device, host: np.ndarray) -> Any:
@@ -383,6 +480,10 @@ def _upload(dev: Device, host: np.ndarray) -> Any:
 def empty(shape: ShapeLike, dtype: Any = _dt.f32, device: str | Device | None = None) -> Array:
     """Uninitialised (contents unspecified) array; default dtype f32, like Warp."""
     dev, shp, dt = get_device(device), _shape(shape), as_dtype(dtype)
+    nbytes = math.prod(shp) * dt.itemsize
+    if nbytes and not MEM.fits_device(dev, nbytes):
+        return _big(dev, shp, dt, lambda v: MEM.new_empty(dev, shp, dt, v))
+    MEM.reserve(dev, nbytes, f"a new {nbytes}-byte array")
     return Array(dev.empty(shp, dt), shp, dt, dev)
 
 
@@ -391,6 +492,11 @@ def full(
 ) -> Array:
     dt = as_dtype(dtype) if dtype is not None else as_dtype(np.asarray(value).dtype)
     dev, shp = get_device(device), _shape(shape)
+    nbytes = math.prod(shp) * dt.itemsize
+    if nbytes and not MEM.fits_device(dev, nbytes):
+        fill = np.asarray(value).astype(dt.np)
+        return _big(dev, shp, dt, lambda v: MEM.new_empty(dev, shp, dt, v, fill))
+    MEM.reserve(dev, nbytes, f"a new {nbytes}-byte array")
     return Array(dev.full(shp, value, dt), shp, dt, dev)
 
 

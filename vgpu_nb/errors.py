@@ -131,3 +131,22 @@ class KernelCompileError(VgpuError, RuntimeError):
 class KernelRuntimeError(KernelError, RuntimeError):
     """A kernel failed while running (on the NumPy backend: an out-of-range index, naming
     the thread, the array, the index and the user's line)."""
+
+
+class MemoryTierError(VgpuError, RuntimeError):
+    """Base of errors about the memory tiers (budgets, spilling, streaming)."""
+
+
+class OutOfDeviceMemory(MemoryTierError, MemoryError):
+    """Even after spilling every array that may move, the device budget cannot hold what
+    an allocation or a launch needs. The message says how much was needed, what is held
+    and by whom, and what to do (free arrays, raise the budget, use a streaming op)."""
+
+
+class SpillFailed(MemoryTierError, OSError):
+    """Moving an array down a tier failed (disk full, unwritable spill directory, host
+    memory exhausted). The array stays where it was, with its data; nothing is lost."""
+
+
+class BadBudget(MemoryTierError, ValueError):
+    """A memory budget or size that cannot be understood ("1 GB", "-3", "lots")."""

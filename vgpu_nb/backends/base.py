@@ -170,6 +170,43 @@ class Device(ABC):
         """Wait until all queued work on this device is done (host backends: nothing)."""
         return None
 
+    # ---- memory tiers (vgpu_nb.memory) ---------------------------------------------------
+    #: True where device memory *is* host RAM (numpy, numba): moving an array between the
+    #: device and host tiers then relabels the same buffer instead of copying it.
+    host_is_device: bool = False
+
+    def held_bytes(self, buf: Any) -> int:
+        """Bytes the allocator really holds for ``buf`` (padding, pool rounding)."""
+        return int(buf.nbytes)
+
+    def host_empty(self, shape: tuple[int, ...], dtype: DType) -> np.ndarray:
+        """Host-tier memory for this device's arrays (pinned where that speeds copies)."""
+        return np.empty(shape, dtype.np)
+
+    def to_host_tier(self, buf: Any, shape: tuple[int, ...], dtype: DType) -> np.ndarray:
+        """The data of ``buf`` in host-tier memory (a relabel where host is device)."""
+        if self.host_is_device:
+            return buf
+        out = self.host_empty(shape, dtype)
+        out[...] = self.to_numpy(buf, shape, dtype)
+        return out
+
+    def from_host_tier(self, host: np.ndarray) -> Any:
+        """A device buffer holding ``host`` (a relabel where host is device)."""
+        if self.host_is_device:
+            return host
+        return self.from_numpy(host)
+
+    def chunk_view(self, buf: Any, shape: tuple[int, ...], dtype: DType) -> Any:
+        """The first ``prod(shape)`` elements of ``buf`` seen with ``shape`` (streaming
+        reuses one buffer per slot for every chunk, the last one shorter)."""
+        n = int(np.prod(shape))
+        return buf.reshape(-1)[:n].reshape(shape)
+
+    def upload_into(self, dst: Any, host: np.ndarray) -> None:
+        """Copy ``host`` into the start of device buffer ``dst`` (same dtype), queued."""
+        dst.reshape(-1)[: host.size] = host.reshape(-1)
+
     # ---- compute -------------------------------------------------------------------
     @abstractmethod
     def reduce(self, req: ReduceRequest) -> Any:

@@ -94,6 +94,7 @@ def post_host(req: ReduceRequest, r: np.ndarray) -> np.ndarray:
 
 class NumpyDevice(Device):
     backend = "numpy"
+    host_is_device = True
 
     def from_numpy(self, a: np.ndarray) -> np.ndarray:
         return np.array(a, copy=True, order="C")

@@ -443,6 +443,22 @@ class WgpuDevice(Device):
             self._dev.queue.submit([enc.finish()])
         return new
 
+    # ---- memory tiers ---------------------------------------------------------------------
+    def held_bytes(self, buf: WgpuBuffer) -> int:
+        return buf.size
+
+    def chunk_view(self, buf: WgpuBuffer, shape: tuple[int, ...], dtype: DType) -> WgpuBuffer:
+        return WgpuBuffer(buf.buffer, math.prod(shape) * dtype.itemsize)
+
+    def upload_into(self, dst: WgpuBuffer, host: np.ndarray) -> None:
+        if not host.nbytes:
+            return
+        raw = np.ascontiguousarray(host).reshape(-1).view(np.uint8)
+        if raw.size % 4:
+            raw = np.concatenate([raw, np.zeros(-raw.size % 4, np.uint8)])
+        with self._errors("uploading"):
+            self._dev.queue.write_buffer(dst.buffer, 0, raw)
+
     def sync(self) -> None:
         """Wait for all submitted work. Done by mapping a tiny buffer written by a last
         submission (the queue runs in order), because ``on_submitted_work_done`` is broken

@@ -84,12 +84,13 @@ from typing import Any
 import numpy as np
 
 from .. import array as _array
-from ..array import _BUF, _DEPS, Array, _Pending, _Watched, check_same_device
+from ..array import _BUF, _DEPS, _ST, Array, _Pending, _Spilled, _Watched, check_same_device
 from ..backends.base import CompiledKernel, Device
 from ..dtypes import ArrayType, DType, as_dtype, bool_, f32, f64, i32, i64, u32, u64
 from ..errors import NotAnArray, ShapeMismatch, UnsupportedDType, UnsupportedOnBackend
 from ..kernel import ir
 from ..kernel.builtins import register
+from ..memory.manager import MEM
 from ..telemetry import BUS
 from ..telemetry.records import LaunchRecord
 
@@ -306,8 +307,19 @@ def _pending(res: Any, dev: Device, shape: tuple[int, ...]) -> Array:
         _domain(res.leaves, shape)  # raise now (on the user's line) if not expressible
     p = object.__new__(_Pending)
     _BUF.__set__(p, res)
+    _ST.__set__(p, None)
     p.shape, p.dtype, p.device = shape, res.dtype, dev
     if res.leaves:
+        spilled = [leaf for leaf in res.leaves if type(leaf) is _Spilled]
+        if spilled:
+            # A spilled leaf cannot be watched (its buffer is elsewhere). Bring it back
+            # when everything fits; otherwise evaluate now, streaming (vgpu_nb.memory).
+            need = builtins.sum(leaf.nbytes for leaf in res.leaves) + p.nbytes
+            if not MEM.fits_device(dev, need):
+                materialize(p)
+                return p
+            for leaf in spilled:
+                leaf._buf  # noqa: B018  (reading the buffer unspills)
         _watch(res.leaves, p)
     return p
 
@@ -614,6 +626,7 @@ def materialize(p: Array) -> Any:
         except AttributeError as exc:  # would be masked by Array.__getattr__
             raise RuntimeError(f"evaluating a vg.Array expression failed: {exc!r}") from exc
         _BUF.__set__(p, buf)
+        _ST.__set__(p, MEM.track(buf, p.device, p.shape, p.dtype, p))
         p.__class__ = Array
         _unwatch(node.leaves)
         return buf

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .bus import BUS, EventBus, Subscription
 from .profile import Profile, profile
-from .records import LaunchRecord, OpRecord
+from .records import LaunchRecord, MemoryEvent, OpRecord
 
 if TYPE_CHECKING:
     from ..backends.base import Device
@@ -19,6 +19,7 @@ __all__ = [
     "BUS",
     "EventBus",
     "LaunchRecord",
+    "MemoryEvent",
     "OpRecord",
     "Profile",
     "Subscription",

@@ -97,3 +97,45 @@ class LaunchRecord(OpRecord):
             f"{self.gbps:.2f} GB/s, {self.gflops:.2f} GFLOPS{est}; compile "
             f"{self.compile_s * 1e3:.1f} ms{', cached' if self.cache_hit else ''}>"
         )
+
+
+@dataclass(eq=False)
+class MemoryEvent:
+    """One move in the memory tiers: ``kind`` is ``alloc free spill unspill prefetch
+    evict``; ``src``/``dst`` are tiers (``device host disk``, or ``None`` for alloc/free);
+    ``reason`` says why in words; ``used`` is each tier's bytes on ``device`` right after
+    the event (host and disk: the whole process), for live charts."""
+
+    kind: str
+    array: int  # the array's storage id (shared by reshaped views)
+    device: str
+    bytes: int
+    src: str | None
+    dst: str | None
+    seconds: float
+    reason: str
+    used: dict[str, int]
+    t: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {
+            "event": self.kind,
+            "array": self.array,
+            "device": self.device,
+            "bytes": self.bytes,
+            "from": self.src,
+            "to": self.dst,
+            "ms": self.seconds * 1e3,
+            "GB/s": self.bytes / self.seconds / 1e9 if self.seconds > 0 else float("nan"),
+            "reason": self.reason,
+            "t": self.t,
+        }
+        d.update({f"{k}_used": v for k, v in self.used.items()})
+        return d
+
+    def __repr__(self) -> str:
+        move = f" {self.src}→{self.dst}" if self.src and self.dst else ""
+        return (
+            f"<vg.MemoryEvent {self.kind}{move} #{self.array} on {self.device}: "
+            f"{self.bytes} bytes in {self.seconds * 1e3:.3f} ms ({self.reason})>"
+        )
