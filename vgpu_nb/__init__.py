@@ -3,7 +3,7 @@
 ``import vgpu_nb as vg`` — this module only re-exports the public API.
 """
 
-from . import errors, telemetry
+from . import errors, memory, telemetry
 from .array import Array, arange, asarray, empty, full, ones, zeros
 from .backends.base import Device, DeviceInfo
 from .devices import default_device, device, devices, get_device, use
@@ -87,7 +87,7 @@ __all__ = [
     "arange", "argmax", "argmin", "asarray", "bool", "default_device", "device", "devices",
     "dot", "dtypes", "empty", "errors", "f32", "f64", "full", "get_device", "i32", "i64",
     "matmul", "max", "mean", "min", "norm", "ones", "prod", "profile", "std", "sum",
-    "telemetry", "u32", "u64", "use", "var", "zeros",
+    "memory", "telemetry", "u32", "u64", "use", "var", "zeros",
     "Kernel", "KernelCompileError", "KernelError", "KernelRuntimeError", "KernelSyntaxError",
     "KernelTypeError", "ReductionFunction", "atomic_add", "atomic_max", "atomic_min", "func",
     "kernel", "reduction", "tid",
