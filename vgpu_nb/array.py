@@ -203,7 +203,8 @@ class Array:
     def eval(self) -> Array:
         """Evaluate a pending expression now (one fused kernel launch); returns ``self``.
         Nothing to do on an array that already holds its values."""
-        self._buf  # noqa: B018  (reading the buffer is what evaluates)
+        if type(self) is _Pending:
+            _ew.materialize(self)
         return self
 
     def __add__(self, other: Any) -> Any:
@@ -335,7 +336,8 @@ class _Pending(Array):
 
     @property
     def _buf(self) -> Any:  # type: ignore[override]
-        return _ew.materialize(self)
+        buf = _ew.materialize(self)
+        return buf if buf is not None else self._buf  # None: streamed, out-of-core
 
     @_buf.setter
     def _buf(self, value: Any) -> None:

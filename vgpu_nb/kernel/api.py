@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..array import Array
+from ..array import Array, _Spilled
 from ..backends.base import CompiledKernel, Device
 from ..devices import default_device, get_device
 from ..dtypes import ArrayType, DType, as_dtype, bool_, i64
@@ -46,6 +46,7 @@ from ..errors import (
     ShapeMismatch,
     UnsupportedOnBackend,
 )
+from ..memory.stream import streaming
 from ..telemetry import BUS, recorded
 from ..telemetry.records import LaunchRecord
 from . import builtins as kbuiltins
@@ -307,6 +308,10 @@ class Kernel:
         record: bool = False,
     ) -> LaunchRecord | None:
         fn = self.ir
+        if any(type(a) is _Spilled for a in args):
+            done = self._run_streamed(dims, args, device)
+            if done:
+                return None
         native, dev = self._args(args)
         if device is not None and device != "auto":
             want = get_device(device)
@@ -334,6 +339,45 @@ class Kernel:
         rec._device_timer = stop() if stop is not None else None
         BUS.emit(rec)
         return rec
+
+    def _run_streamed(
+        self, dims: tuple[int, ...], args: Sequence[Any], device: str | Device | None
+    ) -> bool:
+        """Out-of-core launch (array arguments larger than the device budget together):
+        chunk by chunk through :mod:`vgpu_nb.ops.streamed`; False when it fits after all."""
+        arrays = [a for a in args if isinstance(a, Array)]
+        dev = arrays[0].device
+        if device is not None and device != "auto" and get_device(device) is not dev:
+            return False  # the normal path raises the precise DeviceMismatch
+        if any(a.device is not dev for a in arrays) or not streaming(arrays, dev):
+            return False
+        specs = self._specs
+        native: list[Any] = []
+        for s, a in zip(specs, args, strict=False):
+            if s.array:
+                if not isinstance(a, Array) or a.dtype is not s.dtype or a.ndim != s.ndim:
+                    self._bad_arg(s, a)
+                native.append(a)
+            else:
+                native.append(self._scalar(s, a))
+        if len(native) != len(specs) or len(dims) != 1:
+            return False
+        from ..ops.streamed import launch
+
+        ck = self._compile(dev)
+        c = ir.cost(self.ir)
+        n = dims[0]
+        dts = "/".join(sorted({a.dtype.name for a in arrays}))
+        recorded(
+            dev,
+            self.__name__,
+            dims,
+            dts,
+            int(c.bytes * n),
+            int(c.flops * n),
+            lambda: launch(dev, self.ir, ck, n, native, f"kernel {self.__name__}"),
+        )
+        return True
 
     def _record(
         self,
@@ -671,6 +715,16 @@ class ReductionFunction:
             return Array(dev.empty(out_shape, red.out), out_shape, red.out, dev)
         if length == 0:
             return self._empty(red, dev, out_shape)
+        if any(type(a) is _Spilled for a in arrays) and streaming(arrays, dev):
+            why = dev.reduction_unsupported(red)
+            if why:
+                raise UnsupportedOnBackend(
+                    f"reduction {self.__name__!r} cannot run on {dev.name}: {why}",
+                    fix="move the data to another device (x.to('numba'))",
+                )
+            from ..ops.streamed import reduce_custom
+
+            return reduce_custom(self, arrays, red, shape2, ax, out_shape)
         key = (dev, dtypes)
         cr = self._compiled.get(key)
         if cr is None:

@@ -13,10 +13,11 @@ from typing import Any
 
 from .budgets import human, parse_size
 from .manager import DEVICE, DISK, HOST, MEM, TIERS, Storage
+from .report import report, trace
 
 __all__ = [
     "DEVICE", "DISK", "HOST", "MEM", "TIERS", "Storage", "budgets", "clear", "configure",
-    "human", "parse_size", "prefetch", "spill", "stats", "wait",
+    "human", "parse_size", "prefetch", "report", "spill", "stats", "trace", "wait",
 ]  # fmt: skip
 
 

@@ -634,6 +634,7 @@ class MemoryManager:
 
                 warnings.warn(f"vgpu_nb prefetch failed: {exc!r}", RuntimeWarning, stacklevel=1)
             finally:
+                st = None  # (a failed prefetch must not keep a deleted array's storage alive)
                 with self._idle:
                     self._pending -= 1
                     self._idle.notify_all()

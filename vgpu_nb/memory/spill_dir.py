@@ -93,6 +93,9 @@ class SpillDir:
         except OSError as exc:
             _unlink(path)
             raise _failed(exc, path) from exc
+        except BaseException:  # KeyboardInterrupt mid-write: no partial file left behind
+            _unlink(path)
+            raise
         return path, offset
 
     def remove(self) -> None:

@@ -91,6 +91,7 @@ from ..errors import NotAnArray, ShapeMismatch, UnsupportedDType, UnsupportedOnB
 from ..kernel import ir
 from ..kernel.builtins import register
 from ..memory.manager import MEM
+from ..memory.stream import streaming
 from ..telemetry import BUS
 from ..telemetry.records import LaunchRecord
 
@@ -625,6 +626,13 @@ def materialize(p: Array) -> Any:
             buf = _run(node, p.shape, p.device)
         except AttributeError as exc:  # would be masked by Array.__getattr__
             raise RuntimeError(f"evaluating a vg.Array expression failed: {exc!r}") from exc
+        if isinstance(buf, Array):  # streamed out-of-core: p shares the result's storage
+            _BUF.__set__(p, _BUF.__get__(buf, Array))
+            _ST.__set__(p, buf._st)
+            buf._st.views.append(weakref.ref(p))
+            p.__class__ = type(buf)  # _Spilled unless it was brought back meanwhile
+            _unwatch(node.leaves)
+            return None  # (_Pending._buf then reads p._buf, which unspills it if asked)
         _BUF.__set__(p, buf)
         _ST.__set__(p, MEM.track(buf, p.device, p.shape, p.dtype, p))
         p.__class__ = Array
@@ -644,6 +652,10 @@ def _run(node: _Node, shape: tuple[int, ...], dev: Device) -> Any:
     else:
         _STATS["hits"] += 1
     dom = plan.domain
+    if builtins.any(type(leaf) is _Spilled for leaf in plan.leaves) and streaming(
+        plan.leaves, dev, size * node.dtype.itemsize
+    ):
+        return _run_streamed(plan, entry, node.dtype, shape, dev)
     args: list[Any] = [(dev.empty(dom, node.dtype), dom)]
     for leaf, kind in zip(plan.leaves, plan.kinds, strict=True):
         shp = _leaf_shape(kind, dom)
@@ -671,6 +683,34 @@ def _run(node: _Node, shape: tuple[int, ...], dev: Device) -> Any:
     entry.launched = True
     out = args[0][0]
     return out if dom == shape else dev.reshape(out, shape)
+
+
+def _run_streamed(
+    plan: _Plan, entry: _Entry, dtype: DType, shape: tuple[int, ...], dev: Device
+) -> Array:
+    """An expression over out-of-core operands: the result is made in the tier it fits
+    (host or disk) and the fused kernel runs chunk by chunk (vgpu_nb.ops.streamed)."""
+    from ..array import empty
+    from .streamed import launch
+
+    if len(plan.domain) != 1:
+        from ..memory.stream import too_big
+
+        raise too_big(
+            f"the expression {entry.name}",
+            dev,
+            math.prod(shape) * dtype.itemsize,
+            "broadcasting over 2-D cannot stream; give the operands the same shape",
+        )
+    n = plan.domain[0]
+    out = empty((n,), dtype, device=dev)
+    args: list[Any] = [out]
+    for leaf, kind in zip(plan.leaves, plan.kinds, strict=True):
+        shp = _leaf_shape(kind, plan.domain)
+        args.append(leaf if leaf.shape == shp else leaf.reshape(shp))
+    args += [s.value for s in plan.scalars]
+    launch(dev, entry.fn, entry.ck, n, args, entry.name)
+    return out if out.shape == shape else out.reshape(shape)
 
 
 def _compile(plan: _Plan, out: DType, dev: Device) -> _Entry:

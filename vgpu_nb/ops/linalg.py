@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..array import Array, check_same_device
+from ..array import Array, _Spilled, check_same_device
 from ..dtypes import as_dtype
 from ..errors import ShapeMismatch
+from ..memory.stream import streaming
 from ..telemetry import recorded
 
 
@@ -36,6 +37,12 @@ def matmul(a: Array, b: Array) -> Array:
         return Array(dev.full(shape, 0, out), shape, out, dev)
     a = a if a.dtype == out else a.astype(out)
     b = b if b.dtype == out else b.astype(out)
+    if (type(a) is _Spilled or type(b) is _Spilled) and streaming(
+        (a, b), dev, m * n * out.itemsize
+    ):
+        from .streamed import matmul as streamed_matmul
+
+        return streamed_matmul(a, b, m, k, n, out, shape)
 
     def compute():  # noqa: ANN202
         return dev.matmul(a._buf, b._buf, m, k, n, out)

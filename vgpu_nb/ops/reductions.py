@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from ..array import Array, check_same_device
+from ..array import Array, _Spilled, check_same_device
 from ..backends.base import Device, ReduceRequest
 from ..dtypes import DType, as_dtype, i64
 from ..errors import AxisOutOfRange, EmptyReduction, ShapeMismatch
+from ..memory.stream import streaming
 from ..telemetry import recorded
 
 _NUMPY_OP: dict[str, Callable[..., Any]] = {
@@ -112,6 +113,11 @@ def _layout(
 def _reduce(op: str, x: Array, axis: Any = None, *, ddof: int = 0, y: Array | None = None) -> Array:
     # This is the hot path of every reduction: keep it to plain attribute work.
     dev = check_same_device(op, x) if y is None else check_same_device(op, x, y)
+    if (type(x) is _Spilled or type(y) is _Spilled) and x.size:
+        if streaming((x,) if y is None else (x, y), dev):  # out-of-core: chunk by chunk
+            from .streamed import reduce_builtin
+
+            return reduce_builtin(op, x, y, axis, ddof)
     shape2, ax, out_shape = _layout(op, x.shape, axis)
     inputs, out, acc = roles(op, x.dtype, None if y is None else y.dtype)
     dev.require(op, inputs, out, acc)
