@@ -131,6 +131,8 @@ class MemoryManager:
         self._q: queue.Queue | None = None
         self._pending = 0
         self._idle = threading.Condition(self._lock)
+        #: storages being brought back right now: never pushed down to make room
+        self._moving: list[Storage] = []
 
     # ---- configuration -----------------------------------------------------------------
     def configure(
@@ -379,7 +381,7 @@ class MemoryManager:
         out = []
         for ref in list(reg.values()):
             st = ref()
-            if st is not None and st is not keep and st.busy is None:
+            if st is not None and st is not keep and st.busy is None and st not in self._moving:
                 out.append(st)
         out.sort(key=lambda s: s.last)
         return out
@@ -535,7 +537,11 @@ class MemoryManager:
                 if st.nbytes > self.device_budget(dev):
                     raise self._oom(dev, st.nbytes, f"array #{st.id} {st.dtype.name}"
                                     f"{list(st.shape)}", too_big=True)  # fmt: skip
-                self._fit_device(dev, st.nbytes, f"bringing back array #{st.id}", keep=st)
+                self._moving.append(st)
+                try:
+                    self._fit_device(dev, st.nbytes, f"bringing back array #{st.id}", keep=st)
+                finally:
+                    self._moving.remove(st)
                 buf = self._load(st)
                 st.buf = buf
                 st.held = dev.held_bytes(buf)
