@@ -46,6 +46,7 @@ from ..errors import (
     ShapeMismatch,
     UnsupportedOnBackend,
 )
+from ..memory.manager import _now
 from ..memory.stream import streaming
 from ..telemetry import BUS, recorded
 from ..telemetry.records import LaunchRecord
@@ -256,6 +257,7 @@ class Kernel:
                         fix=f"move it explicitly: {s.name} = {s.name}.to({dev.name!r})",
                     )
                 out.append((a._buf, a.shape))
+                a._st.last = _now()  # LRU: a use
             else:
                 out.append(self._scalar(s, a))
         return out, dev
@@ -460,8 +462,9 @@ def _fast_checker(specs: tuple[_Spec, ...]) -> Callable[[tuple[Any, ...]], Any]:
     whenever anything is unusual (then the slow path raises the precise error). Arrays
     must be plain, materialised ``vg.Array`` s (pending expressions take the slow path,
     which evaluates them); scalars plain Python or NumPy numbers of an accepted kind."""
-    env: dict[str, Any] = {"Array": Array}
+    env: dict[str, Any] = {"Array": Array, "now": _now}
     lines = ["def check(args):", f"    if len(args) != {len(specs)}:", "        return None"]
+    touch = ["    t = now()"]  # LRU stamps of the arrays (vgpu_nb.memory), once checked
     names = [f"a{k}" for k in range(len(specs))]
     if names:
         lines.append(f"    {', '.join(names)}, = args")
@@ -481,6 +484,7 @@ def _fast_checker(specs: tuple[_Spec, ...]) -> Callable[[tuple[Any, ...]], Any]:
             else:
                 lines += [f"    if {a}.device is not dev:", "        return None"]
             out.append(f"({a}._buf, {a}.shape)")
+            touch.append(f"    {a}._st.last = t")
         else:
             env[f"T{k}"], env[f"M{k}"] = s.np_type, {}
             ok = {"f": "(float, int, T{k})", "i": "(int, T{k})", "u": "(int, T{k})"}.get(
@@ -501,6 +505,7 @@ def _fast_checker(specs: tuple[_Spec, ...]) -> Callable[[tuple[Any, ...]], Any]:
             out.append(f"c{k}")
     if dev is None:
         return lambda args: None  # no arrays: the default device decides (slow path)
+    lines += touch
     lines.append(f"    return ({', '.join(out)},), dev")
     exec("\n".join(lines), env)  # noqa: S102  (generated from the kernel's signature only)
     return env["check"]
@@ -737,6 +742,9 @@ class ReductionFunction:
             cr = dev.compile_reduction(red)
             self._compiled[key] = cr
         bufs = [a._buf if shape2 == a.shape else dev.reshape(a._buf, shape2) for a in arrays]
+        t = _now()
+        for a in arrays:  # LRU: a use
+            a._st.last = t
 
         def compute() -> Any:
             return dev.run_reduction(cr, bufs, shape2, ax)

@@ -27,6 +27,7 @@ How it fits together:
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import queue
 import sys
@@ -67,7 +68,7 @@ class Storage:
         self.device = device
         self.shape = shape
         self.dtype = dtype
-        self.nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        self.nbytes = math.prod(shape) * dtype.itemsize
         self.held = 0  # bytes accounted on the device tier while buf is set
         self.buf: Any = None
         self.host: np.ndarray | None = None
@@ -238,11 +239,19 @@ class MemoryManager:
         st.buf = buf
         st.views.append(weakref.ref(arr))
         held = st.held = dev.held_bytes(buf)
-        with self._lock:
-            self._add(st, DEVICE, held)
-            t = self._tier(dev.name, DEVICE)
+        name = dev.name
+        with self._lock:  # (the _add of the device tier, inlined: this runs for every op)
+            t = self._stats.get((name, DEVICE)) or self._tier(name, DEVICE)
+            t.used += held
+            t.arrays += 1
             t.allocs += 1
-            over = t.used > self.device_budget(dev)
+            if t.used > t.peak:
+                t.peak = t.used
+            reg = self._resident.get(name)
+            if reg is None:
+                reg = self._resident[name] = {}
+            reg[st.id] = weakref.ref(st)
+            over = t.used > (self._budget.get(name) or self.device_budget(dev))
         if over:
             self._fit_device(dev, 0, f"a new {human(held)} array #{st.id} was made", keep=st)
         if BUS._subs:
@@ -327,6 +336,9 @@ class MemoryManager:
             except OSError as exc:
                 _disk.unlink(path)
                 raise _disk._failed(exc, path) from exc
+            except BaseException:  # KeyboardInterrupt mid-fill: no partial file left behind
+                _disk.unlink(path)
+                raise
         with self._lock:
             st.path, st.offset, st.tier = path, off, DISK
             self._add(st, DISK, nbytes)
@@ -338,8 +350,19 @@ class MemoryManager:
 
     def _release(self, st: Storage) -> None:
         """The last array of ``st`` died: give everything back."""
+        name = st.device.name
+        if st.host is None and st.path is None and st.buf is not None:  # the common case
+            with self._lock:
+                t = self._stats[(name, DEVICE)]
+                t.used -= st.held
+                t.arrays -= 1
+                t.frees += 1
+                self._resident[name].pop(st.id, None)
+                st.buf = None
+            if BUS._subs:
+                self._emit("free", st, DEVICE, None, 0.0, "its last array was deleted")
+            return
         with self._lock:
-            name = st.device.name
             if st.buf is not None:
                 self._sub(st, DEVICE, st.held)
             if st.host is not None and not (st.device.host_is_device and st.buf is not None):

@@ -90,7 +90,7 @@ from ..dtypes import ArrayType, DType, as_dtype, bool_, f32, f64, i32, i64, u32,
 from ..errors import NotAnArray, ShapeMismatch, UnsupportedDType, UnsupportedOnBackend
 from ..kernel import ir
 from ..kernel.builtins import register
-from ..memory.manager import MEM
+from ..memory.manager import MEM, _now
 from ..memory.stream import streaming
 from ..telemetry import BUS
 from ..telemetry.records import LaunchRecord
@@ -657,9 +657,11 @@ def _run(node: _Node, shape: tuple[int, ...], dev: Device) -> Any:
     ):
         return _run_streamed(plan, entry, node.dtype, shape, dev)
     args: list[Any] = [(dev.empty(dom, node.dtype), dom)]
+    t = _now()
     for leaf, kind in zip(plan.leaves, plan.kinds, strict=True):
         shp = _leaf_shape(kind, dom)
         b = _BUF.__get__(leaf, Array)
+        leaf._st.last = t  # LRU: a use
         args.append((b if leaf.shape == shp else dev.reshape(b, shp), shp))
     args += [s.value for s in plan.scalars]
     if not BUS.active:

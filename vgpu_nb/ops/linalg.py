@@ -8,6 +8,7 @@ import numpy as np
 from ..array import Array, _Spilled, check_same_device
 from ..dtypes import as_dtype
 from ..errors import ShapeMismatch
+from ..memory.manager import _now
 from ..memory.stream import streaming
 from ..telemetry import recorded
 
@@ -45,6 +46,7 @@ def matmul(a: Array, b: Array) -> Array:
         return streamed_matmul(a, b, m, k, n, out, shape)
 
     def compute():  # noqa: ANN202
+        a._st.last = b._st.last = _now()  # LRU: a use
         return dev.matmul(a._buf, b._buf, m, k, n, out)
 
     nbytes = (m * k + k * n + m * n) * out.itemsize

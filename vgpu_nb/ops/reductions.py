@@ -25,6 +25,7 @@ from ..array import Array, _Spilled, check_same_device
 from ..backends.base import Device, ReduceRequest
 from ..dtypes import DType, as_dtype, i64
 from ..errors import AxisOutOfRange, EmptyReduction, ShapeMismatch
+from ..memory.manager import _now
 from ..memory.stream import streaming
 from ..telemetry import recorded
 
@@ -127,6 +128,7 @@ def _reduce(op: str, x: Array, axis: Any = None, *, ddof: int = 0, y: Array | No
 
     reshape = shape2 != x.shape
     xb = dev.reshape(x._buf, shape2) if reshape else x._buf
+    x._st.last = _now()  # LRU: a use
     if op in _ONE_PASS:
         kind, divide, sqrt = _ONE_PASS[op]
         req = ReduceRequest(
@@ -134,6 +136,7 @@ def _reduce(op: str, x: Array, axis: Any = None, *, ddof: int = 0, y: Array | No
         )
         if y is not None:
             req.y, req.y_dtype = (dev.reshape(y._buf, shape2) if reshape else y._buf), y.dtype
+            y._st.last = x._st.last
 
         def compute() -> Any:
             return dev.reduce(req)
