@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import OutOfDeviceMemory
+from ..telemetry.bus import BUS
+from ..telemetry.records import MemoryEvent
 from . import spill_dir as _disk
 from .budgets import human
 from .manager import DEVICE, DISK, HOST, MEM
@@ -169,6 +171,21 @@ class Stream:
         off = op.st.offset + r0 * op.row_bytes
         _disk.write_at(op.st.path, off, op.stage[s][: r1 - r0])
 
+    def _announce(self, k: int, n: int) -> None:
+        """Chunk k is being fetched ahead (while chunk k-1 computes): a ``prefetch`` event
+        per non-resident operand, and the tier's prefetch count."""
+        r0, r1 = k * self.R, min(self.rows, (k + 1) * self.R)
+        for op in self.ops:
+            if op.tier == DEVICE or "r" not in op.mode:
+                continue
+            with MEM._lock:
+                MEM._tier(self.dev.name, op.tier).prefetches += 1
+            if BUS._subs:
+                why = f"chunk {k + 1}/{n} of {self.label}, fetched while chunk {k} computes"
+                BUS.emit(MemoryEvent("prefetch", op.st.id, self.dev.name,
+                                     (r1 - r0) * op.row_bytes, op.tier, DEVICE, 0.0, why,
+                                     MEM._snapshot(self.dev.name)))  # fmt: skip
+
     def _prefetch_reads(self, k: int) -> list[Future | None]:
         """Submit disk reads of chunk k (reader thread)."""
         r0, r1 = k * self.R, min(self.rows, (k + 1) * self.R)
@@ -204,8 +221,10 @@ class Stream:
             for f in futs:
                 if f is not None:
                     f.result()
-            if self.pool is not None and k + 1 < n:
-                futs = self._prefetch_reads(k + 1)
+            if k + 1 < n:
+                self._announce(k + 1, n)
+                if self.pool is not None:
+                    futs = self._prefetch_reads(k + 1)
             chunks = []
             for op in self.ops:
                 m = r1 - r0
@@ -279,8 +298,10 @@ class Stream:
             for k in range(n):
                 s, r0, r1 = k % 2, k * R, min(self.rows, (k + 1) * R)
                 m = r1 - r0
-                if self.pool is not None and k + 1 < n:
-                    futs = self._prefetch_reads(k + 1)
+                if k + 1 < n:
+                    self._announce(k + 1, n)
+                    if self.pool is not None:
+                        futs = self._prefetch_reads(k + 1)
                 main.wait_event(self._up_done[s])
                 chunks = [
                     op.device_rows(r0, r1) if op.tier == DEVICE else op.slots[s][:m]
