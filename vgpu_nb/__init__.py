@@ -23,7 +23,9 @@ from .errors import (
     KernelSyntaxError,
     KernelTypeError,
     NotAnArray,
+    OutOfDeviceMemory,
     ShapeMismatch,
+    SpillFailed,
     UnknownDevice,
     UnsupportedDType,
     UnsupportedOnBackend,
@@ -83,6 +85,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Array", "AxisOutOfRange", "BackendError", "BufferTooLarge", "DType", "Device",
     "DeviceInfo", "DeviceMismatch", "DeviceUnavailable", "EmptyReduction", "NotAnArray",
+    "OutOfDeviceMemory", "SpillFailed",
     "ShapeMismatch", "UnknownDevice", "UnsupportedDType", "UnsupportedOnBackend", "VgpuError",
     "arange", "argmax", "argmin", "asarray", "bool", "default_device", "device", "devices",
     "dot", "dtypes", "empty", "errors", "f32", "f64", "full", "get_device", "i32", "i64",

@@ -255,7 +255,7 @@ class MemoryManager:
         if over:
             self._fit_device(dev, 0, f"a new {human(held)} array #{st.id} was made", keep=st)
         if BUS._subs:
-            self._emit("alloc", st, None, DEVICE, 0.0, "made by an op")
+            self._emit("alloc", st, None, DEVICE, 0.0, "allocated on the device")
         return st
 
     def reserve(self, dev: Any, nbytes: int, why: str) -> None:
@@ -704,7 +704,7 @@ class MemoryManager:
         if err is not None:
             raise err
         self._emit("prefetch", st, src, DEVICE, _now() - t0,
-                   "asked for (vg.memory.prefetch / next chunk of a stream)")  # fmt: skip
+                   "asked for (vg.memory.prefetch)")  # fmt: skip
 
     # ---- whole-process operations ---------------------------------------------------------------
     def storages(self) -> list[Storage]:
