@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # GPU check for the lent NVIDIA machine (the `device` tool): install the carried wheels and
 # Vulkan loader, list devices, run the GPU-marked tests (cuda + hardware wgpu adapters) and
-# the GPU benchmarks (bench_gpu, bench_numba_sum, bench_kernels; a failing one does not stop
-# the others), and write logs + JSON to $OUT (or ./gpu-check-out here).
+# the GPU benchmarks (bench_gpu, bench_numba_sum, bench_kernels, bench_memory; a failing one
+# does not stop the others), and write logs + JSON to $OUT (or ./gpu-check-out here).
 #
 #   run (device tool), carry [".whl", ".gl"]:  bash scripts/gpu-check.sh
 #
 # Narrower runs (device time is scarce): GPU_TESTS selects test files (default tests/),
-# GPU_BENCHES the benchmarks among "gpu numba kernels" (default all three), e.g.
+# GPU_BENCHES the benchmarks among "gpu numba kernels memory" (default all four), e.g.
 #   GPU_TESTS="tests/test_kernel_cuda.py" GPU_BENCHES=kernels bash scripts/gpu-check.sh
 #
 # The wheels (.whl/) and debs (.gl/) are made on the dev machine, see README "GPU check".
@@ -33,7 +33,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 python3 -m vgpu_nb devices 2>&1 | tee "$OUTDIR/devices.txt"
 
 label=$(python3 -c "import cupy; print(cupy.cuda.runtime.getDeviceProperties(0)['name'].decode().split()[-1].lower())" 2>/dev/null || echo gpu)
-BENCHES=" ${GPU_BENCHES:-gpu numba kernels} "
+BENCHES=" ${GPU_BENCHES:-gpu numba kernels memory} "
 # shellcheck disable=SC2086  (GPU_TESTS is a list of paths)
 timeout "${GPU_TEST_TIMEOUT:-3000}" python3 -m pytest -m gpu -q -p no:cacheprovider ${GPU_TESTS:-tests/} ${PYTEST_ARGS:-} >"$OUTDIR/pytest-gpu.log" 2>&1
 rc=$?
@@ -44,12 +44,22 @@ if [[ $BENCHES == *" gpu "* ]]; then
   python3 bench/bench_gpu.py --out "$OUTDIR/gpu_$label.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUTDIR/bench-gpu.log"
 fi
 if [[ $BENCHES == *" numba "* ]]; then
-  python3 bench/bench_numba_sum.py --log2n 24 28 --repeat 15 --label "$label" --out "$OUTDIR/numba_sum_$label.json" 2>&1 | tee "$OUTDIR/bench-numba.log"
+  # (log appended to bench-gpu.log: with bench_memory's JSON, a separate log would be a 9th file)
+  python3 bench/bench_numba_sum.py --log2n 24 28 --repeat 15 --label "$label" --out "$OUTDIR/numba_sum_$label.json" 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
 fi
 # kernel language: saxpy / sumsq / launch overhead / fresh-process first launch, on numba,
 # cuda:N and the hardware wgpu adapter (KBENCH_ARGS e.g. "--devices cuda:0 --repeat 30").
 # Its log is appended to bench-gpu.log: the device tool brings back at most 8 files.
 if [[ $BENCHES == *" kernels "* ]]; then
   python3 bench/bench_kernels.py --label "$label" --out "$OUTDIR/kernels_$label.json" ${KBENCH_ARGS:-} 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
+fi
+# tiered memory: streamed vg.sum of a host-tier array (4x a 1 GiB device budget) vs pinned H2D,
+# of a disk-tier array (2 GiB spill file in a temp dir under /tmp) vs np.fromfile on cuda:0 and
+# numba, and the spill overhead of a pipeline over 4x the budget (MBENCH_ARGS e.g.
+# "--devices cuda:0,wgpu:0 --drop-caches --repeat 9"). Log appended to bench-gpu.log too:
+# $OUT then holds 8 files (nvidia-smi, devices, pytest and bench logs, 4 JSON), the most
+# the device tool brings back.
+if [[ $BENCHES == *" memory "* ]]; then
+  python3 bench/bench_memory.py --label "$label" --out "$OUTDIR/memory_$label.json" ${MBENCH_ARGS:-} 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
 fi
 exit $rc
