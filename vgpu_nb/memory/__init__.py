@@ -78,6 +78,7 @@ def stats() -> Any:
     """A pandas DataFrame, one row per (device, tier): capacity (the budget; disk: free
     space), used, peak, arrays, and counts/bytes of allocs, frees, spills, unspills,
     prefetches, evictions."""
+    import os
     import shutil
     import tempfile
 
@@ -88,7 +89,10 @@ def stats() -> Any:
     rows = []
     with MEM._lock:
         items = sorted(MEM._stats.items())
-        disk_free = shutil.disk_usage(SPILL.path or SPILL.parent or tempfile.gettempdir()).free
+        where = SPILL.path or SPILL.parent or tempfile.gettempdir()
+        while not os.path.isdir(where) and os.path.dirname(where) != where:
+            where = os.path.dirname(where)  # (the spill directory is made on first use)
+        disk_free = shutil.disk_usage(where).free
         for (name, tier), t in items:
             dev = MEM._device_named(name)
             if tier == DEVICE:
