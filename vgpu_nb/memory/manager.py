@@ -252,8 +252,11 @@ class MemoryManager:
                 reg = self._resident[name] = {}
             reg[st.id] = weakref.ref(st)
             over = t.used > (self._budget.get(name) or self.device_budget(dev))
-        if over:
-            self._fit_device(dev, 0, f"a new {human(held)} array #{st.id} was made", keep=st)
+        if over:  # made already: make room after the fact, or stay over by this array
+            try:
+                self._fit_device(dev, 0, f"a new {human(held)} array #{st.id} was made", keep=st)
+            except OutOfDeviceMemory:
+                pass  # (e.g. the 0-d result of a reduction over a budget-sized input)
         if BUS._subs:
             self._emit("alloc", st, None, DEVICE, 0.0, "allocated on the device")
         return st
@@ -624,6 +627,8 @@ class MemoryManager:
         with self._lock:
             self._wait(st)
             if st.buf is not None:
+                if st.device.host_is_device:  # (prefetched) we hand out the device memory
+                    self.unspill(st, "read by x.numpy()")  # it may be written: drop stale copies
                 return st.device.to_numpy(st.buf, st.shape, st.dtype)
             if st.host is not None:
                 return st.host if st.device.host_is_device else np.array(st.host)
