@@ -512,7 +512,10 @@ class MemoryManager:
         """host → disk. On failure (disk full, unwritable) the array stays in host memory
         and :class:`SpillFailed` says why. Lock held."""
         t0 = _now()
-        path, off = _disk.SPILL.write(st.host, f"a{st.id}")  # raises SpillFailed, st intact
+        try:
+            path, off = _disk.SPILL.write(st.host, f"a{st.id}")
+        except SpillFailed as exc:  # st is intact; drop the frames that reference its data
+            raise _bare(exc) from exc.__cause__
         for v in st.live_views():  # CPU relabelled views still hold the RAM: switch them
             if type(v) is ARRAY:
                 _BUF.__set__(v, None)
@@ -735,6 +738,17 @@ class MemoryManager:
             if dev is not None and dev.backend == "cuda":
                 dev.cp.get_default_memory_pool().free_all_blocks()
                 dev.cp.get_default_pinned_memory_pool().free_all_blocks()
+
+
+def _bare(exc: BaseException) -> BaseException:
+    """``exc`` without tracebacks (its own and its cause's): their frames hold the data
+    being spilled, which would count as "in use" for as long as the error is kept (a
+    notebook keeps the last one), and refuse a retry."""
+    cause = exc.__cause__
+    if cause is not None:
+        cause.__traceback__ = None
+    exc.__suppress_context__ = False
+    return exc.with_traceback(None)
 
 
 def _host_in_use(st: Storage) -> bool:
