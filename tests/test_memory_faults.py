@@ -236,7 +236,7 @@ def test_disk_full(small, tmp_path, monkeypatch, rng, how):
             vg.full(20_000, 3.0, dtype=vg.f32, device=dev)
     assert "disk is full" in str(ei.value)
     assert "free disk space" in ei.value.fix
-    # ei stays alive (a notebook keeps the last error): the retry below must still work
+    del ei  # (test_retry_while_the_error_is_kept keeps it)
     assert calls and not any(os.path.exists(p) for p in calls)  # partial files removed
     assert [a.tier for a in keep] == tiers  # nothing moved
     assert {t: used(dev, t) for t in TIERS} == before
@@ -504,3 +504,20 @@ def test_spill_waits_for_a_running_prefetch(small, tmp_path, monkeypatch, rng):
     assert x.tier in (HOST, DISK) and DEVICE not in x.placement
     same_bits(x.numpy(), h)
     check_accounting(dev, [x], tmp_path)
+
+
+def test_retry_while_the_error_is_kept(small, tmp_path, monkeypatch, rng):
+    """A notebook keeps the last exception (and its traceback) alive: a failed spill's
+    error must not pin the data it failed to write, or the retry is refused as in use."""
+    dev = small
+    h = f32(rng)
+    x = vg.asarray(h, device=dev)
+    vg.memory.spill(x, HOST)
+    monkeypatch.setattr(sd, "write_at", disk_full)
+    with pytest.raises(SpillFailed) as ei:
+        vg.memory.spill(x, DISK)
+    monkeypatch.undo()
+    kept = ei.value
+    vg.memory.spill(x, DISK)
+    assert x.tier == DISK and isinstance(kept.__cause__, OSError)
+    same_bits(x.numpy(), h)
