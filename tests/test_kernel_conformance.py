@@ -13,6 +13,7 @@ kernel's types (f64 on a WebGPU adapter without ``shader-f64``) must raise
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -645,13 +646,21 @@ CASES: dict[str, Case] = {
 SLOW_ON_NUMPY = {"grid2d_nonsquare"}
 
 
-def _compare(name: str, got: np.ndarray, want: np.ndarray, exact: bool) -> None:
+#: cases whose math is held to WGSL's absolute error bounds on GPU Vulkan drivers (sin/cos:
+#: 2**-11 on [-pi, pi]; results near 0 miss any relative tolerance there)
+VULKAN_ATOL = {"unary_math": 2.0**-11}
+
+
+def _compare(
+    name: str, got: np.ndarray, want: np.ndarray, exact: bool, atol_floor: float = 0.0
+) -> None:
     want = np.asarray(want)
     assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
     if exact or got.dtype.kind in "iub":
         np.testing.assert_array_equal(got, want.astype(got.dtype), err_msg=name)
     else:
         rtol, atol = RTOL[got.dtype.name]
+        atol = max(atol, atol_floor)
         np.testing.assert_allclose(got, want.astype(got.dtype), rtol=rtol, atol=atol,
                                    err_msg=name)  # fmt: skip
 
@@ -677,15 +686,32 @@ def _run_case(case: Case, device: vg.Device, seed: int) -> None:
     case.kernel[case.domain(host)](*args)
     expected = case.expected({k: (v.copy() if isinstance(v, np.ndarray) else v)
                               for k, v in host.items()})  # fmt: skip
+    vulkan = device.backend == "wgpu" and device.info.kind == "gpu"
+    floor = VULKAN_ATOL.get(case.kernel.__name__, 0.0) if vulkan else 0.0
     for name, want in expected.items():
-        _compare(f"{case.kernel.__name__}.{name}", dev_arrays[name].numpy(), want, case.exact)
+        got = dev_arrays[name].numpy()
+        _compare(f"{case.kernel.__name__}.{name}", got, want, case.exact, floor)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_kernel(device, name):
     if device.backend == "numpy" and name in SLOW_ON_NUMPY:
         pytest.skip("thread-by-thread Python is too slow for this domain (by design)")
-    _run_case(CASES[name], device, seed=hash(name) % 2**32)
+    _run_case(CASES[name], device, seed=zlib.crc32(name.encode()))  # (same data every run)
+
+
+def test_unary_math_near_multiples_of_pi(device):
+    """sin/cos where the result is near 0: GPU Vulkan drivers meet WGSL's *absolute* error
+    bound for sin/cos (2**-11 on [-pi, pi]), not a relative one, so hardware WebGPU
+    adapters are held to that bound there; every other backend to the usual tolerance."""
+    x = np.float32([math.pi - 1e-3, math.pi + 5e-4, math.pi / 2 + 1e-3, 2 * math.pi - 1e-3])
+    out = vg.zeros((x.size, 15), device=device)
+    unary_math[x.size](vg.asarray(x, device=device), out)
+    got = out.numpy()[:, 3:5]
+    want = np.stack([np.sin(x.astype(np.float64)), np.cos(x.astype(np.float64))], axis=1)
+    hardware_vulkan = device.backend == "wgpu" and device.info.kind == "gpu"
+    atol = 2.0**-11 if hardware_vulkan else 1e-6
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=atol)
 
 
 def test_conformance_has_enough_kernels():
