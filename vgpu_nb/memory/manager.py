@@ -132,7 +132,8 @@ class MemoryManager:
         self._q: queue.Queue | None = None
         self._pending = 0
         self._idle = threading.Condition(self._lock)
-        #: storages being brought back right now: never pushed down to make room
+        #: storages being brought back, or streamed, right now: never pushed down to make
+        #: room, never prefetched (a list: holds nest)
         self._moving: list[Storage] = []
 
     # ---- configuration -----------------------------------------------------------------
@@ -235,6 +236,16 @@ class MemoryManager:
     # ---- life cycle ------------------------------------------------------------------------
     def track(self, buf: Any, dev: Any, shape: tuple[int, ...], dtype: Any, arr: Any) -> Storage:
         """A fresh device buffer made by an op: account it (making room after the fact)."""
+        owner = getattr(buf, "base", None)
+        if (
+            owner is not None
+            and type(owner) is type(buf)
+            and owner.base is None
+            and owner.size == buf.size
+            and owner.dtype == buf.dtype
+            and owner.flags.c_contiguous
+        ):  # a reshaped view (N-D op results): the storage holds the owner, so that views
+            buf, shape = owner, owner.shape  # of views still count as "in use"
         st = Storage(dev, shape, dtype)
         st.buf = buf
         st.views.append(weakref.ref(arr))
@@ -588,6 +599,18 @@ class MemoryManager:
                 t.unspilled_bytes += st.nbytes
                 self._emit("unspill", st, src, DEVICE, _now() - t0, why)
 
+    def hold(self, st: Storage) -> None:
+        """Keep ``st`` where it is (no eviction, no prefetch) until :meth:`unhold`: a
+        stream reads and writes its tiers directly. Waits for a prefetch in flight."""
+        with self._lock:
+            self._wait(st)
+            self._moving.append(st)
+
+    def unhold(self, st: Storage) -> None:
+        with self._lock:
+            if st in self._moving:
+                self._moving.remove(st)
+
     def _load(self, st: Storage) -> Any:
         dev = st.device
         if st.host is not None:
@@ -679,7 +702,7 @@ class MemoryManager:
     def _prefetch_one(self, st: Storage) -> None:
         dev = st.device
         with self._lock:
-            if st.buf is not None or st.busy is not None:
+            if st.buf is not None or st.busy is not None or st in self._moving:
                 return
             budget = self.device_budget(dev)
             t = self._tier(dev.name, DEVICE)

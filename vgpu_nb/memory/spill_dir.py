@@ -31,13 +31,17 @@ class SpillDir:
     def __init__(self) -> None:
         self.parent: str | None = None
         self.path: str | None = None
+        self.made: list[str] = []  # every directory made (a re-configured parent leaves one)
         self._n = itertools.count()
         self._lock = threading.Lock()
         atexit.register(self.remove)
 
     def set_parent(self, parent: str | None) -> None:
-        """Use ``parent`` for later spills (existing files stay where they are)."""
+        """Use ``parent`` for later spills (existing files stay where they are; the old
+        directory goes as soon as it is empty, at the latest at exit)."""
         with self._lock:
+            if self.path is not None and os.path.isdir(self.path) and not os.listdir(self.path):
+                os.rmdir(self.path)
             self.parent = parent
             self.path = None
 
@@ -49,6 +53,7 @@ class SpillDir:
                     if parent is not None:
                         os.makedirs(parent, exist_ok=True)
                     self.path = tempfile.mkdtemp(prefix="vgpu_nb-spill-", dir=parent)
+                    self.made.append(self.path)
                 except OSError as exc:
                     where = parent or tempfile.gettempdir()
                     raise SpillFailed(
@@ -99,11 +104,12 @@ class SpillDir:
         return path, offset
 
     def remove(self) -> None:
-        """Delete the whole directory (exit, or ``clear()`` with nothing left in it)."""
+        """Delete every directory we made (exit, or ``clear()`` with no spilled array)."""
         with self._lock:
-            if self.path is not None:
-                shutil.rmtree(self.path, ignore_errors=True)
-                self.path = None
+            for path in self.made:
+                shutil.rmtree(path, ignore_errors=True)
+            self.made.clear()
+            self.path = None
 
     def is_empty(self) -> bool:
         with self._lock:

@@ -65,8 +65,9 @@ class Operand:
         self.arr, self.st, self.rows, self.cols, self.mode = arr, st, rows, cols, mode
         self.dtype = arr.dtype
         self.row_bytes = cols * arr.dtype.itemsize
-        if st.buf is not None and st.tier != DEVICE:  # prefetched: no copy needed
-            MEM.unspill(st)
+        MEM.hold(st)  # no eviction / prefetch while the stream uses its tiers directly
+        if st.buf is not None and (st.host is not None or st.path is not None):
+            MEM.unspill(st)  # prefetched: the device copy becomes the only one (no copy)
         self.tier = DEVICE if st.buf is not None else st.tier
         self.slots: list[Any] = []  # device buffers (R, cols)
         self.stage: list[np.ndarray] = []  # host staging (disk), (R, cols)
@@ -89,6 +90,10 @@ class Operand:
             self.rows, self.cols
         )
 
+    def release(self) -> None:
+        self.unmap()
+        MEM.unhold(self.st)
+
     def unmap(self) -> None:
         self.mapped = None
         if self._mm is not None:
@@ -106,11 +111,13 @@ class Operand:
         return dev.reshape(self.st.buf, (self.rows, self.cols))[r0:r1]
 
 
-def _chunk_rows(dev: Any, ops: list[Operand], staged: list[Operand]) -> int:
-    budget = MEM.device_budget(dev)
+def _chunk_rows(dev: Any, ops: list[Operand], staged: list[Operand], reserved: int) -> int:
+    """Rows per chunk: slots of every staged operand, twice (double buffering), in half
+    of the budget left by what the op keeps on the device whole (``reserved``)."""
+    avail = max(MEM.device_budget(dev) - reserved, 0)
     row_bytes = sum(op.row_bytes for op in staged) or 1
     per_slot = max(op.row_bytes for op in ops)
-    rows = max(1, min(CHUNK_BYTES // per_slot, (budget // 2) // (2 * row_bytes)))
+    rows = max(1, min(CHUNK_BYTES // per_slot, (avail // 2) // (2 * row_bytes)))
     if dev.backend == "wgpu":  # copy offsets must be multiples of 4 bytes
         rows = max(4, rows - rows % 4)
     return rows
@@ -145,7 +152,9 @@ class Stream:
     """Runs ``body(k, r0, r1, chunks)`` over row chunks of ``ops`` (``chunks[i]``: the
     native device buffer of op i's rows ``r0:r1``, shape ``(r1 - r0, cols)``)."""
 
-    def __init__(self, dev: Any, ops: list[Operand], rows: int, label: str):
+    def __init__(self, dev: Any, ops: list[Operand], rows: int, label: str, keep: int = 0):
+        """``keep``: bytes the op holds on the device whole besides ``ops`` (a matmul's
+        right operand, a kernel's lookup tables)."""
         self.dev, self.ops, self.rows, self.label = dev, ops, rows, label
         self.kind = "cuda" if dev.backend == "cuda" else "wgpu" if dev.backend == "wgpu" else "cpu"
         # operands that need device slots: all non-resident ones on GPUs; on wgpu also
@@ -157,9 +166,11 @@ class Stream:
         else:
             self.staged = [op for op in ops if op.tier != DEVICE]
         disk = [op for op in ops if op.tier == DISK]
-        self.R = _chunk_rows(dev, ops, self.staged + ([] if self.kind == "cpu" else disk))
+        keep += sum(op.st.held for op in ops if op.tier == DEVICE)
+        self.R = _chunk_rows(dev, ops, self.staged + ([] if self.kind == "cpu" else disk), keep)
         self.slot_bytes = 0
         self.pool: ThreadPoolExecutor | None = None
+        self._writes: dict[tuple[int, int], Future] = {}  # (operand, slot) → disk write
 
     # ---- resources --------------------------------------------------------------------
     def _alloc(self) -> None:
@@ -172,7 +183,7 @@ class Stream:
             MEM._tier(dev.name, DEVICE).used += need
             t = MEM._tier(dev.name, DEVICE)
             t.peak = max(t.peak, t.used)
-        self.slot_bytes = need
+            self.slot_bytes = need
         for op in self.staged:
             op.slots = [dev.empty((R, op.cols), op.dtype) for _ in range(2)]
         for op in self.ops:
@@ -184,11 +195,16 @@ class Stream:
             self.pool = ThreadPoolExecutor(1, thread_name_prefix="vgpu_nb-stream")
 
     def _free(self) -> None:
+        if self.kind == "cuda":  # copies in flight must finish before the buffers go back
+            self.dev.cp.cuda.get_current_stream().synchronize()
+            cs = getattr(self.dev, "_copy_stream", None)
+            if cs is not None:
+                cs.synchronize()
         if self.pool is not None:
             self.pool.shutdown(wait=True)
         for op in self.ops:
             op.slots, op.stage = [], []
-            op.unmap()
+            op.release()
         with MEM._lock:
             MEM._tier(self.dev.name, DEVICE).used -= self.slot_bytes
         self.slot_bytes = 0
@@ -220,6 +236,16 @@ class Stream:
                                      (r1 - r0) * op.row_bytes, op.tier, DEVICE, 0.0, why,
                                      MEM._snapshot(self.dev.name)))  # fmt: skip
 
+    def _wait_write(self, op: Operand, s: int) -> None:
+        f = self._writes.pop((id(op), s), None)
+        if f is not None:
+            f.result()  # (raises the write's error, e.g. a full disk)
+
+    def _submit_write(self, op: Operand, s: int, r0: int, r1: int, wait: Any = None) -> None:
+        pool = self.pool
+        assert pool is not None
+        self._writes[(id(op), s)] = pool.submit(self._write, op, s, r0, r1, wait)
+
     def _prefetch_reads(self, k: int) -> list[Future | None]:
         """Submit disk reads of chunk k (reader thread)."""
         r0, r1 = k * self.R, min(self.rows, (k + 1) * self.R)
@@ -237,12 +263,14 @@ class Stream:
         n = -(-self.rows // self.R)
         total = sum(op.rows * op.row_bytes for op in self.ops)
         progress = _Progress(n, self.label, total)
-        self._alloc()
         try:
+            self._alloc()
             if self.kind == "cuda":
                 self._run_cuda(n, body, progress)
             else:
                 self._run_simple(n, body, progress)
+            for f in self._writes.values():  # the last chunks' disk writes (and errors)
+                f.result()
         finally:
             progress.close()
             self._free()
@@ -293,8 +321,9 @@ class Stream:
                     if op.tier == HOST:
                         op.host_rows(r0, r1)[...] = host
                     else:
+                        self._wait_write(op, s)  # stage[s]'s previous chunk is on disk
                         op.stage[s][:m] = host
-                        self.pool.submit(self._write, op, s, r0, r1)  # type: ignore[union-attr]
+                        self._submit_write(op, s, r0, r1)
             progress.update(k + 1)
 
     def _run_cuda(self, n: int, body: Callable, progress: _Progress) -> None:
@@ -345,13 +374,15 @@ class Stream:
                 if writes:
                     cs.wait_event(comp_done[s])
                     for op in writes:
+                        if op.tier == DISK:
+                            self._wait_write(op, s)  # stage[s]'s previous chunk is on disk
                         dst = op.host_rows(r0, r1) if op.tier == HOST else op.stage[s][:m]
                         nb = m * op.row_bytes
                         rt.memcpyAsync(dst.ctypes.data, op.slots[s].data.ptr, nb, d2h, cs.ptr)
                     down_done[s].record(cs)
                     for op in writes:
                         if op.tier == DISK:
-                            self.pool.submit(self._write, op, s, r0, r1, down_done[s])  # type: ignore[union-attr]
+                            self._submit_write(op, s, r0, r1, down_done[s])
                 if k + 1 < n:
                     upload(k + 1, futs)
                 progress.update(k + 1)

@@ -319,8 +319,8 @@ def _pending(res: Any, dev: Device, shape: tuple[int, ...]) -> Array:
             if not MEM.fits_device(dev, need):
                 materialize(p)
                 return p
-            for leaf in spilled:
-                leaf._buf  # noqa: B018  (reading the buffer unspills)
+            held = [leaf._buf for leaf in spilled]  # (unspilled; held: none evicts another)
+            del held
         _watch(res.leaves, p)
     return p
 

@@ -39,7 +39,7 @@ _KIND_COMBINE = {"sum": "add", "sumsq": "add", "dot": "add", "sqdev": "add", "pr
 
 
 def _result(dev: Any, host: np.ndarray, out_shape: tuple[int, ...]) -> Array:
-    return _from_host(dev, np.ascontiguousarray(host.reshape(out_shape)))
+    return _from_host(dev, np.array(host.reshape(out_shape), order="C"))  # (0-d stays 0-d)
 
 
 # ---- built-in reductions -------------------------------------------------------------------
@@ -297,7 +297,6 @@ def tid_indexed(fn: ir.Function) -> set[str] | None:
 def launch(dev: Any, fn: ir.Function, ck: Any, n: int, args: list[Any], label: str) -> None:
     """Launch ``fn`` over ``n`` threads in chunks. ``args``: a ``vg.Array`` per array
     parameter, a native scalar per scalar parameter, in parameter order."""
-    from ..array import _Spilled
 
     ok = tid_indexed(fn)
     use = ir.usage(fn)
@@ -310,7 +309,7 @@ def launch(dev: Any, fn: ir.Function, ck: Any, n: int, args: list[Any], label: s
             "so it cannot run in chunks; raise the budget: "
             "vg.memory.configure(device=...)",
         )
-    ops: list[Operand] = []
+    chunked: list[tuple[Array, str]] = []
     where: list[Any] = []
     whole = 0
     for p, a in zip(fn.params, args, strict=True):
@@ -318,9 +317,10 @@ def launch(dev: Any, fn: ir.Function, ck: Any, n: int, args: list[Any], label: s
             where.append(("scalar", a))
             continue
         if p.name in ok and a.ndim == 1 and a.shape[0] == n:
-            mode = ("r" if p.name in use.read else "") + ("w" if p.name in use.written else "")
-            where.append(("chunk", len(ops)))
-            ops.append(Operand(a, n, 1, mode or "r"))
+            # written arrays are read too: a thread may store conditionally, and the
+            # elements it skips must keep their values through the slot's round trip
+            where.append(("chunk", len(chunked)))
+            chunked.append((a, "rw" if p.name in use.written else "r"))
         else:
             where.append(("whole", a))
             whole += a.nbytes
@@ -332,13 +332,12 @@ def launch(dev: Any, fn: ir.Function, ck: Any, n: int, args: list[Any], label: s
             "arrays it indexes other than by x[i] (i = vg.tid()) must fit on the "
             "device whole; raise the budget: vg.memory.configure(device=...)",
         )
-    if not ops:
+    if not chunked:
         raise too_big(label, dev, _total(args), "none of its arrays can be cut into chunks")
-    resident = [a for kind, a in where if kind == "whole"]
-    bufs = {id(a): (a._buf, a.shape) for a in resident}  # brought back (and held) now
-    for a in resident:
-        if type(a) is _Spilled:  # pragma: no cover (reading _buf turned it back)
-            raise too_big(label, dev, a.nbytes, "an operand could not be brought back")
+    # arrays used whole come back first (held by these references: nothing evicts them);
+    # then the chunked ones are held where they are for the stream
+    bufs = {id(a): (a._buf, a.shape) for kind, a in where if kind == "whole"}
+    ops = [Operand(a, n, 1, mode) for a, mode in chunked]
 
     def body(k: int, r0: int, r1: int, chunks: list[Any]) -> None:
         m = r1 - r0
@@ -352,7 +351,7 @@ def launch(dev: Any, fn: ir.Function, ck: Any, n: int, args: list[Any], label: s
                 native.append(bufs[id(v)])
         dev.launch_kernel(ck, (m,), native)
 
-    Stream(dev, ops, n, label).run(body)
+    Stream(dev, ops, n, label, keep=whole).run(body)  # (releases the operands' holds)
 
 
 def _total(args: list[Any]) -> int:
@@ -393,7 +392,7 @@ def matmul(a: Array, b: Array, m: int, k: int, n: int, out_dt: Any,
 
     def compute() -> None:
         ops = [Operand(a2, m, k, "r"), Operand(c, m, n, "w")]
-        Stream(dev, ops, m, f"vg.matmul {m}×{k} @ {k}×{n}").run(body)
+        Stream(dev, ops, m, f"vg.matmul {m}×{k} @ {k}×{n}", keep=b.nbytes).run(body)
 
     nbytes = (m * k + k * n + m * n) * isz
     recorded(dev, "matmul", (m, k, n), out_dt.name, nbytes, 2 * m * n * k, compute)
