@@ -8,8 +8,10 @@ Unavailable devices appear as skipped tests with the reason (``-ra`` prints it).
 
 from __future__ import annotations
 
+import gc
 import os
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -47,3 +49,13 @@ def device(request: pytest.FixtureRequest) -> vg.Device:
 def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     """Fresh, reproducible random data per test (seeded by the test id)."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def restore_memory() -> Iterator[None]:
+    """Leave the default memory budgets behind, no prefetch running and no dead arrays
+    (``pytestmark = pytest.mark.usefixtures("restore_memory")`` in memory-tier tests)."""
+    yield
+    vg.memory.wait(timeout=60)
+    vg.memory.reset()
+    gc.collect()

@@ -27,7 +27,6 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -48,12 +47,7 @@ MAX_ARRAYS = 12
 AVAILABLE = {i.name for i in all_infos() if i.available}
 
 
-@pytest.fixture(autouse=True)
-def _restore_memory() -> Iterator[None]:
-    yield
-    vg.memory.wait(timeout=60)
-    vg.memory.reset()
-    gc.collect()
+pytestmark = pytest.mark.usefixtures("restore_memory")  # (tests/conftest.py)
 
 
 @vg.kernel

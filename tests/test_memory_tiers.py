@@ -41,13 +41,7 @@ DTYPES = ["f32", "f64", "i32", "u32", "i64", "bool"]
 
 
 # ---- fixtures and helpers ---------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def _restore_memory() -> Iterator[None]:
-    """Every test leaves the default budgets behind and no prefetch running."""
-    yield
-    vg.memory.wait(timeout=60)
-    vg.memory.reset()
-    gc.collect()
+pytestmark = pytest.mark.usefixtures("restore_memory")  # (tests/conftest.py)
 
 
 @pytest.fixture

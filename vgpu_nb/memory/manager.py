@@ -308,22 +308,23 @@ class MemoryManager:
                 else:
                     h = dev.host_empty(shape, dtype)
                     h[...] = host
-                st.host, st.tier = h, HOST
-                self._add(st, HOST, nbytes)
-                self._tier(dev.name, HOST).allocs += 1
-            self._emit("alloc", st, None, HOST, 0.0,
-                       f"larger than the device budget ({budget}): kept in host memory; "
-                       "ops on it stream in chunks")  # fmt: skip
+                st.host = h
+                self._placed(st, HOST, f"larger than the device budget ({budget}): kept in "
+                             "host memory; ops on it stream in chunks")  # fmt: skip
             return st
-        path, off = _disk.SPILL.write(np.ascontiguousarray(host), f"a{st.id}")
-        with self._lock:
-            st.path, st.offset, st.tier = path, off, DISK
-            self._add(st, DISK, nbytes)
-            self._tier(dev.name, DISK).allocs += 1
-        self._emit("alloc", st, None, DISK, 0.0,
-                   f"larger than the device ({budget}) and host ({human(self.budgets.host)}) "
-                   "budgets: written to the spill directory; ops stream it from disk")  # fmt: skip
+        st.path, st.offset = _disk.SPILL.write(np.ascontiguousarray(host), f"a{st.id}")
+        self._placed(st, DISK, f"larger than the device ({budget}) and host "
+                     f"({human(self.budgets.host)}) budgets: written to the spill directory; "
+                     "ops stream it from disk")  # fmt: skip
         return st
+
+    def _placed(self, st: Storage, tier: str, why: str) -> None:
+        """A new array made directly in the host or disk tier: account and announce it."""
+        with self._lock:
+            st.tier = tier
+            self._add(st, tier, st.nbytes)
+            self._tier(st.device.name, tier).allocs += 1
+        self._emit("alloc", st, None, tier, 0.0, why)
 
     def new_empty(self, dev: Any, shape: tuple[int, ...], dtype: Any, arr: Any,
                   fill: Any = None) -> Storage | None:  # fmt: skip
@@ -353,13 +354,9 @@ class MemoryManager:
             except BaseException:  # KeyboardInterrupt mid-fill: no partial file left behind
                 _disk.unlink(path)
                 raise
-        with self._lock:
-            st.path, st.offset, st.tier = path, off, DISK
-            self._add(st, DISK, nbytes)
-            self._tier(dev.name, DISK).allocs += 1
-        self._emit("alloc", st, None, DISK, 0.0,
-                   "larger than the device and host budgets: a spill file; ops on it "
-                   "stream from disk")  # fmt: skip
+        st.path, st.offset = path, off
+        self._placed(st, DISK, "larger than the device and host budgets: a spill file; ops "
+                     "on it stream from disk")  # fmt: skip
         return st
 
     def _release(self, st: Storage) -> None:
