@@ -678,3 +678,14 @@ def test_failed_evaluation_during_a_flush_is_kept(monkeypatch):
         y.numpy()  # kept: x might have changed since, so y is never recomputed
     with pytest.raises(vg.UnsupportedOnBackend):
         y + 1  # noqa: B018
+
+
+def test_matmul_and_dot_of_pending_expressions(device):
+    """Operands that are still pending expressions are evaluated before the op reads them
+    (and only then stamped as used for the memory tiers' LRU)."""
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = np.ones((4, 2), np.float32)
+    A, B = vg.asarray(a, device=device), vg.asarray(b, device=device)
+    np.testing.assert_array_equal(vg.matmul(A * 2, B + 1).numpy(), (a * 2) @ (b + 1))
+    v = A.reshape(-1)
+    assert float(vg.dot(v * 2, v)) == float(np.dot(a.reshape(-1) * 2, a.reshape(-1)))

@@ -28,6 +28,7 @@ Decisions (written down because NumPy, CuPy and Warp differ):
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -321,7 +322,7 @@ class Array:
 _BUF = Array.__dict__["_buf"]
 _DEPS = Array.__dict__["_deps"]
 _ST = Array.__dict__["_st"]
-_weakref = __import__("weakref").ref
+_weakref = weakref.ref
 #: vgpu_nb.ops.elementwise (it imports this module; it sets this when it is imported)
 _ew: Any = None
 

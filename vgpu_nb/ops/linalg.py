@@ -46,8 +46,9 @@ def matmul(a: Array, b: Array) -> Array:
         return streamed_matmul(a, b, m, k, n, out, shape)
 
     def compute():  # noqa: ANN202
+        ab, bb = a._buf, b._buf  # (evaluates pending operands first)
         a._st.last = b._st.last = _now()  # LRU: a use
-        return dev.matmul(a._buf, b._buf, m, k, n, out)
+        return dev.matmul(ab, bb, m, k, n, out)
 
     nbytes = (m * k + k * n + m * n) * out.itemsize
     buf = recorded(dev, "matmul", (m, k, n), out.name, nbytes, 2 * m * n * k, compute)
