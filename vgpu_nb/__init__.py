@@ -3,7 +3,7 @@
 ``import vgpu_nb as vg`` — this module only re-exports the public API.
 """
 
-from . import errors, memory, telemetry
+from . import errors, memory, scheduler, telemetry
 from .array import Array, arange, asarray, empty, full, ones, zeros
 from .backends.base import Device, DeviceInfo
 from .devices import default_device, device, devices, get_device, use
@@ -78,6 +78,7 @@ from .ops import (  # reductions, linalg, elementwise math (lazy, fused; kernel 
     var,
     where,
 )
+from .scheduler import calibrate
 from .telemetry import profile
 
 __version__ = "0.1.0"
@@ -90,7 +91,7 @@ __all__ = [
     "arange", "argmax", "argmin", "asarray", "bool", "default_device", "device", "devices",
     "dot", "dtypes", "empty", "errors", "f32", "f64", "full", "get_device", "i32", "i64",
     "matmul", "max", "mean", "min", "norm", "ones", "prod", "profile", "std", "sum",
-    "memory", "telemetry", "u32", "u64", "use", "var", "zeros",
+    "calibrate", "memory", "scheduler", "telemetry", "u32", "u64", "use", "var", "zeros",
     "Kernel", "KernelCompileError", "KernelError", "KernelRuntimeError", "KernelSyntaxError",
     "KernelTypeError", "ReductionFunction", "atomic_add", "atomic_max", "atomic_min", "func",
     "kernel", "reduction", "tid",

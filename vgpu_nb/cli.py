@@ -103,6 +103,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if core_ok else 1
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .scheduler.calibration import calibrate
+
+    df = calibrate(args.device or None, force=args.force)
+    with pd.option_context("display.width", 200, "display.float_format", "{:.2f}".format):
+        print(df.to_string())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="vgpu-nb", description="vgpu_nb command line")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -111,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_devices)
     p = sub.add_parser("doctor", help="check each backend and say how to fix what is missing")
     p.set_defaults(fn=cmd_doctor)
+    p = sub.add_parser("calibrate", help="measure each device's peaks (cached per machine)")
+    p.add_argument("--device", action="append", help="only this device (repeatable)")
+    p.add_argument("--force", action="store_true", help="measure again, ignoring the cache")
+    p.set_defaults(fn=cmd_calibrate)
     args = ap.parse_args(argv)
     return int(args.fn(args))
 

@@ -61,7 +61,9 @@ def all_infos() -> list[DeviceInfo]:
 
 
 def devices() -> Any:
-    """A pandas DataFrame with one row per device, available or not (with ``why_not``)."""
+    """A pandas DataFrame with one row per device, available or not (with ``why_not``);
+    once ``vg.calibrate()`` has run on this machine, also its measured peaks (read GB/s,
+    f32 GFLOPS, launch µs)."""
     import pandas as pd
 
     rows = []
@@ -78,6 +80,15 @@ def devices() -> Any:
                 "why_not": i.why_not or "",
             }
         )
+    from .scheduler.calibration import cached
+
+    cals = {row["device"]: cached(row["device"]) for row in rows}
+    if any(cals.values()):  # calibrated peaks, once vg.calibrate() has measured this machine
+        for row in rows:
+            cal = cals[row["device"]]
+            row["GB/s"] = round(cal.read_gbps, 1) if cal else None
+            row["GFLOPS"] = round(cal.gflops, 1) if cal else None
+            row["launch_us"] = round(cal.launch_us, 1) if cal else None
     df = pd.DataFrame(rows).set_index("device")
     df["compute_units"] = df["compute_units"].astype("Int64")
     return df
