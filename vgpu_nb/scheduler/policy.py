@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import DeviceUnavailable
 from .cost import Prediction
@@ -29,11 +29,12 @@ POLICIES = ("performance", "locality", "cpu_only", "gpu_only", "power_saver")
 _POWER = {"cpu": 0, "cpu-emulated gpu": 1, "gpu": 2}
 
 
-@dataclass
+@dataclass(eq=False)
 class Decision:
     """One scheduling decision: every candidate's prediction, the choice and why; the
     actual time and the prediction error are filled in after the op ran."""
 
+    kind: ClassVar[str] = "decision"  # (its kind on the telemetry bus)
     op: str
     policy: str
     candidates: list[Prediction]
