@@ -735,12 +735,22 @@ class MemoryManager:
                    "asked for (vg.memory.prefetch)")  # fmt: skip
 
     # ---- whole-process operations ---------------------------------------------------------------
-    def storages(self) -> list[Storage]:
+    def hold_slots(self, dev: Any, nbytes: int) -> None:
+        """Account ``nbytes`` of a stream's chunk buffers on ``dev``'s device tier
+        (negative: give them back); the stream reserved the room first."""
         with self._lock:
-            out = []
-            for reg in (*self._resident.values(), self._on_host):
-                out += [s for s in (r() for r in reg.values()) if s is not None]
-            return out
+            t = self._tier(dev.name, DEVICE)
+            t.used += nbytes
+            t.peak = max(t.peak, t.used)
+
+    def chunk_prefetched(self, st: Storage, nbytes: int, why: str) -> None:
+        """A stream fetches a chunk of ``st`` ahead: count it, and say so on the bus."""
+        name = st.device.name
+        with self._lock:
+            self._tier(name, st.tier).prefetches += 1
+        if BUS._subs:
+            BUS.emit(MemoryEvent("prefetch", st.id, name, nbytes, st.tier, DEVICE, 0.0, why,
+                                 self._snapshot(name)))  # fmt: skip
 
     def clear(self) -> None:
         """Release cached pool memory, reset peaks, remove the spill directory when no

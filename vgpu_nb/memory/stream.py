@@ -34,8 +34,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import OutOfDeviceMemory
-from ..telemetry.bus import BUS
-from ..telemetry.records import MemoryEvent
 from . import spill_dir as _disk
 from .budgets import human
 from .manager import DEVICE, DISK, HOST, MEM
@@ -124,8 +122,8 @@ def _chunk_rows(dev: Any, ops: list[Operand], staged: list[Operand], reserved: i
 
 
 class _Progress:
-    def __init__(self, total: int, label: str, nbytes: int):
-        self.total, self.label, self.nbytes = total, label, nbytes
+    def __init__(self, total: int, label: str):
+        self.total, self.label = total, label
         self.t0 = time.perf_counter()
         self.bar: Any = None
 
@@ -179,11 +177,8 @@ class Stream:
         need = sum(2 * R * op.row_bytes for op in self.staged)
         need += sum(2 * R * op.row_bytes for op in self.ops if op.tier == DISK and not cpu)
         MEM.reserve(dev, need, f"streaming {self.label} ({human(need)} of chunk buffers)")
-        with MEM._lock:
-            MEM._tier(dev.name, DEVICE).used += need
-            t = MEM._tier(dev.name, DEVICE)
-            t.peak = max(t.peak, t.used)
-            self.slot_bytes = need
+        MEM.hold_slots(dev, need)
+        self.slot_bytes = need
         for op in self.staged:
             op.slots = [dev.empty((R, op.cols), op.dtype) for _ in range(2)]
         for op in self.ops:
@@ -205,8 +200,7 @@ class Stream:
         for op in self.ops:
             op.slots, op.stage = [], []
             op.release()
-        with MEM._lock:
-            MEM._tier(self.dev.name, DEVICE).used -= self.slot_bytes
+        MEM.hold_slots(self.dev, -self.slot_bytes)
         self.slot_bytes = 0
 
     def _read(self, op: Operand, s: int, r0: int, r1: int, wait: Any = None) -> None:
@@ -228,13 +222,8 @@ class Stream:
         for op in self.ops:
             if op.tier == DEVICE or "r" not in op.mode:
                 continue
-            with MEM._lock:
-                MEM._tier(self.dev.name, op.tier).prefetches += 1
-            if BUS._subs:
-                why = f"chunk {k + 1}/{n} of {self.label}, fetched while chunk {k} computes"
-                BUS.emit(MemoryEvent("prefetch", op.st.id, self.dev.name,
-                                     (r1 - r0) * op.row_bytes, op.tier, DEVICE, 0.0, why,
-                                     MEM._snapshot(self.dev.name)))  # fmt: skip
+            why = f"chunk {k + 1}/{n} of {self.label}, fetched while chunk {k} computes"
+            MEM.chunk_prefetched(op.st, (r1 - r0) * op.row_bytes, why)
 
     def _wait_write(self, op: Operand, s: int) -> None:
         f = self._writes.pop((id(op), s), None)
@@ -261,8 +250,7 @@ class Stream:
     # ---- the loop ---------------------------------------------------------------------------
     def run(self, body: Callable[[int, int, int, list[Any]], None]) -> None:
         n = -(-self.rows // self.R)
-        total = sum(op.rows * op.row_bytes for op in self.ops)
-        progress = _Progress(n, self.label, total)
+        progress = _Progress(n, self.label)
         try:
             self._alloc()
             if self.kind == "cuda":
@@ -399,10 +387,6 @@ def _wgpu_copy(dev: Any, src: Any, src_off: int, dst: Any, dst_off: int, nbytes:
     enc = dev._dev.create_command_encoder()
     enc.copy_buffer_to_buffer(src.buffer, src_off, dst.buffer, dst_off, n)
     dev._dev.queue.submit([enc.finish()])
-
-
-def chunk_count(rows: int, R: int) -> int:
-    return -(-rows // R)
 
 
 def too_big(what: str, dev: Any, nbytes: int, fix: str) -> OutOfDeviceMemory:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..array import Array, _from_host
+from ..dtypes import i64
 from ..kernel import ir
 from ..memory.budgets import human
 from ..memory.manager import MEM
@@ -112,7 +113,7 @@ def reduce_builtin(op: str, x: Array, y: Array | None, axis: Any, ddof: int) -> 
             if op in _ONE_PASS:
                 kind, divide, sqrt = _ONE_PASS[op]
                 parts = run(kind, post=(length if divide else None, sqrt))
-                dt = _i64() if kind in ("argmin", "argmax") else out
+                dt = i64 if kind in ("argmin", "argmax") else out
                 return np.concatenate([host(b, dt, (m,)) for b, m in parts])
             return _var_rows(op, x, rows, cols, acc, out, ddof, label)
         if op in _ONE_PASS:
@@ -139,18 +140,12 @@ def reduce_builtin(op: str, x: Array, y: Array | None, axis: Any, ddof: int) -> 
     return _result(dev, np.asarray(res), out_shape)
 
 
-def _i64() -> Any:
-    from ..dtypes import i64
-
-    return i64
-
-
 def _arg_combine(kind: str, parts: list[Any], host: Any, dt: Any, shape: tuple[int, ...],
                  cols: int, ax: int | None) -> np.ndarray:  # fmt: skip
     """argmin/argmax over chunks: the chunk whose value wins (NumPy's rules on the stacked
     values: first minimum, first NaN), then its index shifted by the chunk's offset."""
     vals = np.stack([host(v, dt, shape) for v, _, _, _ in parts])
-    idx = np.stack([host(i, _i64(), shape) for _, i, _, _ in parts]).astype(np.int64)
+    idx = np.stack([host(i, i64, shape) for _, i, _, _ in parts]).astype(np.int64)
     offs = np.array([r0 for _, _, r0, _ in parts], np.int64)
     win = getattr(np, kind)(vals, axis=0)
     if ax is None:
