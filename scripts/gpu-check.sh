@@ -6,8 +6,9 @@
 #
 #   run (device tool), carry [".whl", ".gl"]:  bash scripts/gpu-check.sh
 #
-# Narrower runs (device time is scarce): GPU_TESTS selects test files (default tests/),
-# GPU_BENCHES the benchmarks among "gpu numba kernels memory" (default all four), e.g.
+# Narrower runs (device time is scarce): GPU_TESTS selects test files (default tests/;
+# "none" skips the tests), GPU_BENCHES the benchmarks among
+# "gpu numba kernels memory scheduler telemetry" (default all), e.g.
 #   GPU_TESTS="tests/test_kernel_cuda.py" GPU_BENCHES=kernels bash scripts/gpu-check.sh
 #
 # The wheels (.whl/) and debs (.gl/) are made on the dev machine, see README "GPU check".
@@ -33,12 +34,17 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 python3 -m vgpu_nb devices 2>&1 | tee "$OUTDIR/devices.txt"
 
 label=$(python3 -c "import cupy; print(cupy.cuda.runtime.getDeviceProperties(0)['name'].decode().split()[-1].lower())" 2>/dev/null || echo gpu)
-BENCHES=" ${GPU_BENCHES:-gpu numba kernels memory} "
+BENCHES=" ${GPU_BENCHES:-gpu numba kernels memory scheduler telemetry} "
 # shellcheck disable=SC2086  (GPU_TESTS is a list of paths)
-timeout "${GPU_TEST_TIMEOUT:-3000}" python3 -m pytest -m gpu -q -p no:cacheprovider ${GPU_TESTS:-tests/} ${PYTEST_ARGS:-} >"$OUTDIR/pytest-gpu.log" 2>&1
-rc=$?
-tail -n 30 "$OUTDIR/pytest-gpu.log"
-echo "pytest -m gpu exit code: $rc"
+# GPU-marked tests, and the scheduler's (device="auto", split: cuda is a candidate here)
+if [ "${GPU_TESTS:-tests/}" != "none" ]; then
+  timeout "${GPU_TEST_TIMEOUT:-3000}" python3 -m pytest -m "gpu or scheduler" -q -p no:cacheprovider ${GPU_TESTS:-tests/} ${PYTEST_ARGS:-} >"$OUTDIR/pytest-gpu.log" 2>&1
+  rc=$?
+  tail -n 30 "$OUTDIR/pytest-gpu.log"
+  echo "pytest -m 'gpu or scheduler' exit code: $rc"
+else
+  rc=0
+fi
 
 if [[ $BENCHES == *" gpu "* ]]; then
   python3 bench/bench_gpu.py --out "$OUTDIR/gpu_$label.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUTDIR/bench-gpu.log"
@@ -61,5 +67,14 @@ fi
 # the device tool brings back.
 if [[ $BENCHES == *" memory "* ]]; then
   python3 bench/bench_memory.py --label "$label" --out "$OUTDIR/memory_$label.json" ${MBENCH_ARGS:-} 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
+fi
+# scheduler: regret of device="auto" vs the per-size oracle (saxpy, sumsq to 10^9, matmul to
+# 10^8 elements) and split speedup over host data (SBENCH_ARGS); telemetry: subscriber
+# overhead on 10^4 tiny launches on cuda. Logs appended to bench-gpu.log.
+if [[ $BENCHES == *" scheduler "* ]]; then
+  python3 bench/bench_scheduler.py --label "$label" --out "$OUTDIR/scheduler_$label.json" ${SBENCH_ARGS:---max-exp 9 --matmul-max-exp 8 --split-exp 27} 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
+fi
+if [[ $BENCHES == *" telemetry "* ]]; then
+  python3 bench/bench_telemetry.py --device cuda --tag "$label" --out "$OUTDIR/telemetry_$label.json" 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
 fi
 exit $rc

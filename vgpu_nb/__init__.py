@@ -14,6 +14,7 @@ from .errors import (
     AxisOutOfRange,
     BackendError,
     BufferTooLarge,
+    CannotSplit,
     DeviceMismatch,
     DeviceUnavailable,
     EmptyReduction,
@@ -84,7 +85,7 @@ from .telemetry import profile
 __version__ = "0.1.0"
 
 __all__ = [
-    "Array", "AxisOutOfRange", "BackendError", "BufferTooLarge", "DType", "Device",
+    "Array", "AxisOutOfRange", "BackendError", "BufferTooLarge", "CannotSplit", "DType", "Device",
     "DeviceInfo", "DeviceMismatch", "DeviceUnavailable", "EmptyReduction", "NotAnArray",
     "OutOfDeviceMemory", "SpillFailed",
     "ShapeMismatch", "UnknownDevice", "UnsupportedDType", "UnsupportedOnBackend", "VgpuError",

@@ -400,6 +400,25 @@ def _spilled_new(st: Any, shape: tuple[int, ...], dtype: DType, dev: Device) -> 
 _mm.ARRAY, _mm.SPILLED, _mm._BUF = Array, _Spilled, _BUF
 
 
+def migrate(x: Array, dev: Device) -> None:
+    """Move ``x`` to ``dev`` in place: the same object, and every reshaped view of its
+    memory, now lives on ``dev`` (bit-exact; the old buffer is freed with its storage).
+    Only the scheduler does this (``device="auto"``: data follows work); users move
+    arrays with :meth:`Array.to`, which makes a new array."""
+    st = x._st
+    views = st.live_views() if st is not None else [x]
+    if not any(v is x for v in views):
+        views.append(x)
+    moved = x.to(dev)
+    new_st = moved._st
+    base = moved._buf
+    for v in views:
+        v._buf = base if v.shape == moved.shape else dev.reshape(base, v.shape)
+        v.device = dev
+        v._st = new_st
+        new_st.views.append(_weakref(v))
+
+
 def is_pending(x: Any) -> bool:
     """True if ``x`` is a vg.Array whose value is a not-yet-evaluated expression."""
     return type(x) is _Pending

@@ -120,8 +120,10 @@ def get_device(spec: str | Device | None = None) -> Device:
     if spec is None:
         scoped = _scoped.get()
         if scoped is not None:
-            return scoped
+            return scoped if scoped is not _AUTO else get_device(HOME)
         spec = _default_name
+    if spec == "auto":  # (new arrays, and code that needs one device: host memory)
+        spec = HOME
     if not isinstance(spec, str):
         raise UnknownDevice(
             f"device must be a name like 'numba' or 'cuda:0', got {spec!r}",
@@ -158,11 +160,52 @@ def get_device(spec: str | Device | None = None) -> Device:
 
 
 def use(spec: str | Device) -> Device:
-    """Set the default device for this session (validated now, not at first use)."""
+    """Set the default device for this session (validated now, not at first use).
+    ``vg.use("auto")`` lets the scheduler place every op (see :mod:`vgpu_nb.scheduler`);
+    new arrays are then made in host memory (the :data:`HOME` device) and move to
+    wherever the scheduler sends their work. Returns the device new arrays go to."""
     global _default_name
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        _default_name = "auto"
+        _count_auto()
+        return get_device(HOME)
     dev = get_device(spec)
     _default_name = dev.name
+    _count_auto()
     return dev
+
+
+#: where new arrays are made when the default device is "auto": host memory
+HOME = "numba"
+#: [n]: how many "auto" settings are in force (the default, plus open with-blocks). The
+#: launch fast paths read it: 0 means no op anywhere needs to ask the scheduler.
+AUTO = [1 if _default_name == "auto" else 0]
+_blocks = [0]
+
+
+def _count_auto() -> None:
+    AUTO[0] = (_default_name == "auto") + _blocks[0]
+
+
+class _Auto:
+    """The value of a ``with vg.device("auto"):`` block."""
+
+    def __repr__(self) -> str:
+        return "<vg.device auto>"
+
+
+_AUTO = _Auto()
+
+
+def auto_requested(spec: Any = None) -> bool:
+    """True if ``spec`` (an op's ``device=``) or, for None, the default device in force here
+    is ``"auto"``."""
+    if spec is not None:
+        return isinstance(spec, str) and spec == "auto"
+    scoped = _scoped.get()
+    if scoped is not None:
+        return scoped is _AUTO
+    return _default_name == "auto"
 
 
 def default_device() -> Device:
@@ -171,7 +214,21 @@ def default_device() -> Device:
 
 @contextlib.contextmanager
 def device(spec: str | Device) -> Iterator[Device]:
-    """``with vg.device("wgpu"):`` — default device for the block only."""
+    """``with vg.device("wgpu"):`` — default device for the block only (``"auto"``: the
+    scheduler places the block's ops; the block yields the device new arrays go to)."""
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        token = _scoped.set(_AUTO)  # type: ignore[arg-type]
+        with _lock:
+            _blocks[0] += 1
+            _count_auto()
+        try:
+            yield get_device(HOME)
+        finally:
+            _scoped.reset(token)
+            with _lock:
+                _blocks[0] -= 1
+                _count_auto()
+        return
     token = _scoped.set(get_device(spec))
     try:
         yield _scoped.get()  # type: ignore[misc]

@@ -45,6 +45,11 @@ class UnsupportedOnBackend(VgpuError, NotImplementedError):
     ``shader-f64``); we refuse rather than return a silently wrong answer."""
 
 
+class CannotSplit(VgpuError, ValueError):
+    """``split=True`` on an op that cannot be cut into independent shares (a kernel that
+    uses its thread id for more than ``x[i]``, a reduction along an axis, argmin …)."""
+
+
 class ShapeMismatch(VgpuError, ValueError):
     """Operand shapes that do not fit together (matmul, dot, copies)."""
 

@@ -140,6 +140,11 @@ class Device(ABC):
                 "(x.astype(vg.f32))",
             )
 
+    def max_array_bytes(self) -> int | None:
+        """The largest array a kernel can bind here (None: no limit but memory). The
+        scheduler never moves an array to a device that cannot hold it."""
+        return None
+
     # ---- memory --------------------------------------------------------------------
     @abstractmethod
     def from_numpy(self, a: np.ndarray) -> Any:

@@ -300,7 +300,7 @@ def _row_items(rows: int, cols: int, nch: int) -> tuple[int, int]:
     return rpi, (rows + rpi - 1) // rpi * nch
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _add_rows(
     kind: int, x: Any, y: Any, cen: Any, acc_t: Any, rows: int, cols: int, P: Any
 ) -> None:
@@ -317,7 +317,7 @@ def _add_rows(
             P[r, k] = _row_chunk(kind, x, y, cen, r, acc_t, s, e, acc)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _add_cols(
     kind: int, x: Any, y: Any, cen: Any, acc_t: Any, rows: int, cols: int, P: Any
 ) -> None:
@@ -333,7 +333,7 @@ def _add_cols(
         )  # fmt: skip
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _arg_rows(is_max: bool, x: Any, rows: int, cols: int, Pv: Any, Pi: Any) -> None:
     """``(Pv, Pi)[r, k]`` = best value of chunk ``k`` of row ``r`` and its index in the row."""
     nch = Pv.shape[1]
@@ -349,7 +349,7 @@ def _arg_rows(is_max: bool, x: Any, rows: int, cols: int, Pv: Any, Pi: Any) -> N
             Pi[r, k] = i + k * CHUNK
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _arg_cols(is_max: bool, x: Any, rows: int, cols: int, Pv: Any, Pi: Any) -> None:
     """``(Pv, Pi)[b, c]`` = best value of column ``c`` over row block ``b`` and its row."""
     nct = (cols + COL_TILE - 1) // COL_TILE

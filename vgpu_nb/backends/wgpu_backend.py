@@ -598,6 +598,9 @@ class WgpuDevice(Device):
             cp.end()
             self._dev.queue.submit([enc.finish()])
 
+    def max_array_bytes(self) -> int | None:
+        return min(self.limits.get("max-buffer-size", 0), self._binding_limit())
+
     def _binding_limit(self) -> int:
         return self.limits.get("max-storage-buffer-binding-size", 1 << 27)
 

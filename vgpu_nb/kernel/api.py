@@ -9,8 +9,9 @@ Decisions (a CuPy / Numba / Warp user would ask):
 * **Where a launch runs**: ``k[n](args)`` runs on the device of its array arguments (they
   must all live on one device: :class:`~vgpu_nb.errors.DeviceMismatch` otherwise, arrays
   never move implicitly); a kernel without array arguments runs on the default device.
-  ``k.launch(n, *args, device=...)`` names the device; ``"auto"`` means "where the data
-  is" until the scheduler lands.
+  ``k.launch(n, *args, device=...)`` names the device; ``device="auto"`` (or the default
+  device ``"auto"``, ``vg.use("auto")``) lets the scheduler choose, and it moves the
+  arrays there (:mod:`vgpu_nb.scheduler.auto`).
 * **Arguments are checked, not coerced**: an array must be a ``vg.Array`` of exactly the
   annotated dtype and dimensions (``x.astype(vg.f32)`` converts explicitly); Python
   numbers convert to a scalar parameter's type if they fit (a float for an int parameter
@@ -36,10 +37,11 @@ import numpy as np
 
 from ..array import Array, _Spilled
 from ..backends.base import CompiledKernel, Device
-from ..devices import default_device, get_device
+from ..devices import AUTO, auto_requested, default_device, get_device
 from ..dtypes import ArrayType, DType, as_dtype, bool_, i64
 from ..errors import (
     AxisOutOfRange,
+    CannotSplit,
     DeviceMismatch,
     KernelSyntaxError,
     KernelTypeError,
@@ -48,6 +50,8 @@ from ..errors import (
 )
 from ..memory.manager import _now
 from ..memory.stream import streaming
+from ..scheduler.auto import stay as _auto_stay
+from ..scheduler.auto import timed as _auto_timed
 from ..telemetry import BUS, recorded
 from ..telemetry.records import LaunchRecord
 from . import builtins as kbuiltins
@@ -60,6 +64,8 @@ _INT_LIMITS = {
     "u64": (0, 2**64 - 1),
 }
 _MAX_DIM = 2**31 - 1
+#: auto splits (vg.scheduler.split = True) only launches and reductions at least this big
+SPLIT_MIN = 1 << 20
 
 
 # ---- argument checking -----------------------------------------------------------------
@@ -225,12 +231,19 @@ class Kernel:
             fix="give the number of threads in brackets, e.g. saxpy[x.size](2.0, x, y)",
         )
 
-    def launch(self, domain: Any, *args: Any, device: str | Device | None = None) -> LaunchRecord:
-        """Launch and return its :class:`LaunchRecord` (device time resolves when read)."""
+    def launch(
+        self, domain: Any, *args: Any, device: str | Device | None = None, split: bool = False
+    ) -> LaunchRecord:
+        """Launch and return its :class:`LaunchRecord` (device time resolves when read).
+        ``split=True`` spreads it over several devices (:mod:`vgpu_nb.scheduler.partition`)."""
         dims = _domain(domain, self.ir.ndim, f"kernel {self.__name__!r}", self.ir)
+        if split:
+            return self._run_split(dims, args, force=True, record=True)  # type: ignore[return-value]
         return self._run(dims, args, device, record=True)  # type: ignore[return-value]
 
-    def _args(self, args: Sequence[Any]) -> tuple[list[Any], Device | None]:
+    def _args(
+        self, args: Sequence[Any], same_device: bool = True
+    ) -> tuple[list[Any], Device | None]:
         specs = self._specs
         if len(args) != len(specs):
             names = ", ".join(s.name for s in specs)
@@ -250,7 +263,7 @@ class Kernel:
                     self._bad_arg(s, a)
                 if dev is None:
                     dev = a.device
-                elif a.device is not dev:
+                elif a.device is not dev and same_device:
                     raise DeviceMismatch(
                         f"kernel {self.__name__!r}: array {s.name!r} is on {a.device.name} "
                         f"but earlier arrays are on {dev.name}",
@@ -310,6 +323,12 @@ class Kernel:
         record: bool = False,
     ) -> LaunchRecord | None:
         fn = self.ir
+        if device == "auto" or (device is None and AUTO[0] and auto_requested()):
+            from ..scheduler import auto
+
+            if not auto.inside():
+                return self._run_auto(dims, args, record)
+            device = None
         if any(type(a) is _Spilled for a in args):
             done = self._run_streamed(dims, args, device)
             if done:
@@ -341,6 +360,126 @@ class Kernel:
         rec._device_timer = stop() if stop is not None else None
         BUS.emit(rec)
         return rec
+
+    def _run_auto(
+        self, dims: tuple[int, ...], args: Sequence[Any], record: bool, may_split: bool = True
+    ) -> LaunchRecord | None:
+        """``device="auto"``: the scheduler picks the device and moves the arrays there."""
+        from .. import scheduler
+        from ..scheduler import auto, current_policy
+
+        self._args(args, same_device=False)  # the precise errors, before anything moves
+        arrays = [a for s, a in zip(self._specs, args, strict=True) if s.array]
+        if (
+            may_split
+            and scheduler.split
+            and math.prod(dims) >= SPLIT_MIN
+            and self._splittable(dims, args) is None
+        ):
+            return self._run_split(dims, args, force=False, record=record)
+        work = self._work(dims, args, arrays)
+        return auto.run(work, current_policy(), lambda d: self._run(dims, args, d, record))
+
+    def _work(self, dims: tuple[int, ...], args: Sequence[Any], arrays: list[Array]) -> Any:
+        from ..scheduler import auto
+
+        fn = self.ir
+        return auto.Work(
+            self.__name__,
+            (self, math.prod(dims).bit_length()),
+            lambda: self._cost(dims, args)[:2],
+            arrays,
+            lambda d: d.kernel_unsupported(fn),
+            language=True,
+        )
+
+    def _splittable(self, dims: tuple[int, ...], args: Sequence[Any]) -> str | None:
+        """Why this launch cannot be split, or None if it can."""
+        from ..ops.streamed import tid_indexed
+
+        if len(dims) != 1:
+            return "it is a 2-D launch"
+        ok = tid_indexed(self.ir)
+        if ok is None:
+            return "it uses vg.tid() for more than indexing its arrays x[i]"
+        for s, a in zip(self._specs, args, strict=True):
+            if s.array and (s.name not in ok or a.ndim != 1 or a.shape[0] != dims[0]):
+                return (f"array {s.name!r} is not indexed only as {s.name}[i] (i = vg.tid()) "
+                        "over the launch's length")  # fmt: skip
+        return None
+
+    def _run_split(
+        self, dims: tuple[int, ...], args: Sequence[Any], force: bool, record: bool = False
+    ) -> LaunchRecord | None:
+        """Spread the launch over several devices (:mod:`vgpu_nb.scheduler.partition`)."""
+        from ..scheduler import partition
+
+        self._args(args, same_device=False)
+        why = self._splittable(dims, args)
+        if why:
+            if not force:
+                return self._run_auto(dims, args, record, may_split=False)
+            raise CannotSplit(
+                f"kernel {self.__name__!r} cannot be split: {why}",
+                fix="launch it without split=True (device='auto' still picks the best device)",
+            )
+        arrays = [a for s, a in zip(self._specs, args, strict=True) if s.array]
+        work = self._work(dims, args, arrays)
+        t0 = time.perf_counter()
+        written = ir.usage(self.ir).written
+        specs = self._specs
+
+        def task(dev: Device, lo: int, hi: int, hosts: list[np.ndarray]) -> None:
+            m = hi - lo
+            ck = self._compile(dev)
+            native: list[Any] = []
+            back: list[tuple[Any, np.ndarray, DType]] = []
+            k = 0
+            for s, a in zip(specs, args, strict=True):
+                if not s.array:
+                    native.append(self._scalar(s, a))
+                    continue
+                view = hosts[k][lo:hi]
+                k += 1
+                buf = view if dev.host_is_device else dev.from_numpy(view)
+                native.append((buf, (m,)))
+                if s.name in written and not dev.host_is_device:
+                    back.append((buf, view, s.dtype))
+            dev.launch_kernel(ck, (m,), native)
+            for buf, view, dt in back:
+                view[...] = dev.to_numpy(buf, (m,), dt)
+            dev.sync()
+
+        _, d, ran = partition.run(work, dims[0], force, task, lambda parts: None)
+        if not ran:
+            return self._run_auto(dims, args, record, may_split=False)
+        if not (record or BUS.active):
+            return None
+        host = time.perf_counter() - t0
+        flops, nbytes, estimated = self._cost(dims, args)
+        rec = LaunchRecord(
+            op=self.__name__, device=d.choice, shape=dims,
+            dtype="/".join(sorted({s.dtype.name for s in specs if s.array})),
+            bytes=int(nbytes), flops=int(flops), host_s=host, t_start=time.time() - host,
+            estimated=estimated,
+        )  # fmt: skip
+        BUS.emit(rec)
+        return rec
+
+    def _cost(self, dims: tuple[int, ...], args: Sequence[Any]) -> tuple[float, float, bool]:
+        """(flops, bytes, estimated?) of a launch over ``dims`` with these arguments."""
+        env: dict[Any, Any] = {}
+        for s, a in zip(self._specs, args):  # noqa: B905
+            if s.array:
+                for d, n in enumerate(a.shape):
+                    env[("shape", s.name, d)] = n
+            else:
+                env[s.name] = a
+        c = ir.cost(self.ir, env)
+        threads = math.prod(dims)
+        flops = (self.flops if self.flops is not None else c.flops) * threads
+        nbytes = (self.bytes if self.bytes is not None else c.bytes) * threads
+        return flops, nbytes, c.estimated and (self.flops is None or self.bytes is None)
 
     def _run_streamed(
         self, dims: tuple[int, ...], args: Sequence[Any], device: str | Device | None
@@ -391,17 +530,7 @@ class Kernel:
         ck: CompiledKernel,
         fresh: bool,
     ) -> LaunchRecord:
-        env: dict[Any, Any] = {}
-        for s, a in zip(self._specs, args):  # noqa: B905
-            if s.array:
-                for d, n in enumerate(a.shape):
-                    env[("shape", s.name, d)] = n
-            else:
-                env[s.name] = a
-        c = ir.cost(fn, env)
-        threads = math.prod(dims)
-        flops = (self.flops if self.flops is not None else c.flops) * threads
-        nbytes = (self.bytes if self.bytes is not None else c.bytes) * threads
+        flops, nbytes, estimated = self._cost(dims, args)
         dts = sorted({s.dtype.name for s in self._specs if s.array})
         return LaunchRecord(
             op=self.__name__,
@@ -414,7 +543,7 @@ class Kernel:
             t_start=time.time() - host,
             compile_s=ck.compile_s if fresh else 0.0,
             cache_hit=ck.cache_hit if fresh else True,
-            estimated=c.estimated and (self.flops is None or self.bytes is None),
+            estimated=estimated,
         )
 
 
@@ -438,15 +567,19 @@ class _Launch:
     then the backend's launcher): it is what ``k[n](...)`` costs against a raw CuPy
     launch. Anything else (errors included) goes through :meth:`Kernel._run`."""
 
-    __slots__ = ("kernel", "dims", "empty")
+    __slots__ = ("kernel", "dims", "empty", "key")
 
     def __init__(self, kernel: Kernel, dims: tuple[int, ...]):
         self.kernel, self.dims = kernel, dims
         self.empty = math.prod(dims) == 0
+        self.key = (kernel, math.prod(dims).bit_length())  # the scheduler's key (auto)
 
-    def __call__(self, *args: Any, device: str | Device | None = None) -> None:
+    def __call__(self, *args: Any, device: str | Device | None = None, split: bool = False) -> None:
         k = self.kernel
-        if device is None and not BUS._subs:
+        if split:
+            k._run_split(self.dims, args, force=True)
+            return
+        if device is None and not BUS._subs and not AUTO[0]:
             hit = k._fast(args)
             if hit is not None:
                 launch = k._direct.get(hit[1])
@@ -454,6 +587,21 @@ class _Launch:
                     if not self.empty:
                         launch(self.dims, hit[0])
                     return
+        elif not BUS._subs and (device == "auto" or (device is None and auto_requested())):
+            # auto, and the decision in use keeps it where its arrays are: one lookup more
+            hit = k._fast(args)
+            if hit is not None:
+                launch = k._direct.get(hit[1])
+                if launch is not None:
+                    how = _auto_stay(self.key, hit[1])
+                    if how == 1:
+                        if not self.empty:
+                            launch(self.dims, hit[0])
+                        return
+                    if how == 2:  # a sampled launch: teach the scheduler's history
+                        _auto_timed(self.key, hit[1], lambda: launch(self.dims, hit[0]))
+                        return
+                hit = None  # (its buffers would pin the arrays: the scheduler may move them)
         k._run(self.dims, args, device)
 
 
@@ -687,7 +835,87 @@ class ReductionFunction:
             return "\n\n".join(s.code for s in shaders)
         raise KernelTypeError(f"unknown backend {backend!r}")
 
-    def __call__(self, *arrays: Any, axis: Any = None) -> Array:
+    def __call__(self, *arrays: Any, axis: Any = None, split: bool = False) -> Array:
+        if split:
+            return self._call_split(arrays, axis, force=True)
+        if AUTO[0] and auto_requested():
+            from .. import scheduler
+            from ..scheduler import auto
+
+            if not auto.inside() and arrays and all(isinstance(a, Array) for a in arrays):
+                if (
+                    scheduler.split
+                    and axis is None
+                    and arrays[0].size >= SPLIT_MIN
+                    and all(type(a) is Array for a in arrays)
+                ):
+                    return self._call_split(arrays, axis, force=False)
+                return self._call_auto(arrays, axis)
+        return self._call_here(arrays, axis)
+
+    def _call_split(self, arrays: tuple[Any, ...], axis: Any, force: bool) -> Array:
+        """Shares on several devices (:mod:`vgpu_nb.scheduler.partition`), partials folded with
+        the reduction's own combine and post, as a streamed reduction folds its chunks."""
+        from ..ops.streamed import _result, finish_custom, part_reduction
+        from ..scheduler import auto, partition
+
+        if axis is not None:
+            raise CannotSplit(
+                f"reduction {self.__name__!r} cannot be split along an axis",
+                fix="split=True works for reductions over all elements (axis=None)",
+            )
+        if len(arrays) != self._nin or not all(isinstance(a, Array) for a in arrays):
+            return self._call_here(arrays, axis)  # (the precise error)
+        if any(a.shape != arrays[0].shape for a in arrays):
+            return self._call_here(arrays, axis)
+        n = arrays[0].size
+        if n == 0:
+            return self._call_here(arrays, axis)
+        dtypes = tuple(a.dtype for a in arrays)
+        red = self.specialize(dtypes)
+        c = ir.cost(red.map)
+        work = auto.Work(
+            self.__name__, (self, dtypes, None, n.bit_length()),
+            lambda: ((c.flops + 1) * n, sum(a.nbytes for a in arrays)), arrays,
+            lambda d: d.reduction_unsupported(red), language=True,
+        )  # fmt: skip
+
+        def task(dev: Device, lo: int, hi: int, hosts: list[np.ndarray]) -> np.ndarray:
+            m = hi - lo
+            cr = part_reduction(self, red, dev)
+            bufs = [h[lo:hi] if dev.host_is_device else dev.from_numpy(h[lo:hi]) for h in hosts]
+            return np.asarray(dev.to_numpy(dev.run_reduction(cr, bufs, (m,), None), (), red.acc))
+
+        def combine(parts: list[np.ndarray]) -> np.ndarray:
+            return finish_custom(red, np.stack(parts).reshape(1, -1), 1, n)
+
+        res, _, ran = partition.run(work, n, force, task, combine)
+        if not ran:
+            return self._call_auto(arrays, axis)
+        return _result(arrays[0].device, np.asarray(res), ())
+
+    def _call_auto(self, arrays: tuple[Array, ...], axis: Any) -> Array:
+        """Under ``auto``: the scheduler picks the device (and moves the arrays there)."""
+        from ..scheduler import auto
+
+        dtypes = tuple(a.dtype for a in arrays)
+        red = self.specialize(dtypes)
+        key = (self, dtypes, axis, arrays[0].size.bit_length())
+
+        def cost() -> tuple[float, float]:
+            c = ir.cost(red.map)
+            n = arrays[0].size
+            return (c.flops + 1) * n, sum(a.nbytes for a in arrays)
+
+        def work() -> auto.Work:
+            return auto.Work(
+                self.__name__, key, cost, arrays, lambda d: d.reduction_unsupported(red),
+                language=True,
+            )  # fmt: skip
+
+        return auto.route(key, arrays, work, lambda d: self._call_here(arrays, axis))
+
+    def _call_here(self, arrays: tuple[Any, ...], axis: Any) -> Array:
         if len(arrays) != self._nin:
             raise KernelTypeError(
                 f"reduction {self.__name__!r} takes {self._nin} array"

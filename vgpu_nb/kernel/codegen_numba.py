@@ -125,7 +125,8 @@ class _Emitter:
         if self.target != "numba":
             return None
         opts = "cache=True, error_model='numpy'"
-        return f"@njit(parallel=True, {opts})" if parallel else f"@njit({opts})"
+        # nogil: a split launch runs a CPU share while other threads feed GPU shares
+        return f"@njit(parallel=True, nogil=True, {opts})" if parallel else f"@njit({opts})"
 
     # ---- functions -----------------------------------------------------------------------
     def function(self, fn: Function, name: str | None = None, extra: tuple[str, ...] = ()) -> None:

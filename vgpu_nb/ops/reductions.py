@@ -21,12 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from .. import scheduler
 from ..array import Array, _Spilled, check_same_device
 from ..backends.base import Device, ReduceRequest
+from ..devices import AUTO, auto_requested
 from ..dtypes import DType, as_dtype, i64
 from ..errors import AxisOutOfRange, EmptyReduction, ShapeMismatch
 from ..memory.manager import _now
 from ..memory.stream import streaming
+from ..scheduler import auto
 from ..telemetry import recorded
 
 _NUMPY_OP: dict[str, Callable[..., Any]] = {
@@ -111,7 +114,120 @@ def _layout(
     )
 
 
-def _reduce(op: str, x: Array, axis: Any = None, *, ddof: int = 0, y: Array | None = None) -> Array:
+def _reduce(
+    op: str,
+    x: Array,
+    axis: Any = None,
+    *,
+    ddof: int = 0,
+    y: Array | None = None,
+    split: bool = False,
+) -> Array:
+    if split:
+        return _reduce_split(op, x, axis, y, force=True)
+    if AUTO[0] and auto_requested() and not auto.inside():
+        if (
+            scheduler.split
+            and x.size >= _SPLIT_MIN
+            and _unsplittable(op, x, axis) is None
+            and type(x) is Array
+        ):
+            return _reduce_split(op, x, axis, y, force=False)
+        return _reduce_auto(op, x, axis, ddof, y)
+    return _reduce_here(op, x, axis, ddof=ddof, y=y)
+
+
+_SPLIT_MIN = 1 << 20
+#: ops that split: (backend kind of each share, combine, divide by n, sqrt)
+_SPLITS = {"sum": "sum", "prod": "prod", "min": "min", "max": "max", "mean": "sum",
+           "dot": "dot", "norm": "sumsq"}  # fmt: skip
+
+
+def _unsplittable(op: str, x: Any, axis: Any) -> str | None:
+    if op not in _SPLITS:
+        return f"vg.{op} does not split (only {', '.join(f'vg.{k}' for k in _SPLITS)})"
+    if axis is not None and not (isinstance(x, Array) and x.ndim <= 1):
+        return "only reductions over all elements (axis=None) split"
+    return None
+
+
+def _reduce_split(op: str, x: Array, axis: Any, y: Array | None, force: bool) -> Array:
+    """Shares of ``x`` on several devices, partials combined on the host exactly as a
+    streamed reduction combines its chunks (:mod:`vgpu_nb.scheduler.partition`)."""
+    from ..errors import CannotSplit
+    from ..scheduler import partition
+    from .streamed import _HOST_COMBINE, _KIND_COMBINE, _result
+
+    arrays = (x,) if y is None else (x, y)
+    for a in arrays:
+        check_same_device(op, a)
+    why = _unsplittable(op, x, axis)
+    if why:
+        raise CannotSplit(f"vg.{op} cannot be split: {why}", fix="call it without split=True")
+    if y is not None and y.shape != x.shape:
+        raise ShapeMismatch(f"{op}: shapes {x.shape} and {y.shape} differ")
+    inputs, out, acc = roles(op, x.dtype, None if y is None else y.dtype)
+    n = x.size
+    if n == 0:
+        return _reduce_here(op, x, axis, y=y)
+    kind = _SPLITS[op]
+    work = _reduce_work(op, x, y, inputs, out, acc)
+
+    def task(dev: Device, lo: int, hi: int, hosts: list[np.ndarray]) -> np.ndarray:
+        m = hi - lo
+        bufs = [h[lo:hi] if dev.host_is_device else dev.from_numpy(h[lo:hi]) for h in hosts]
+        req = ReduceRequest(kind, bufs[0], (m,), x.dtype, None, acc, acc)
+        if y is not None:
+            req.y, req.y_dtype = bufs[1], y.dtype
+        return np.asarray(dev.to_numpy(dev.reduce(req), (), acc))
+
+    def combine(parts: list[np.ndarray]) -> np.ndarray:
+        total = _HOST_COMBINE[_KIND_COMBINE[kind]].reduce(np.stack(parts), axis=0, dtype=acc.np)
+        r = np.asarray(total, acc.np)
+        with np.errstate(all="ignore"):
+            if op == "mean":
+                r = np.asarray(r / acc.np.type(n)).astype(acc.np)
+            if op == "norm":
+                r = np.sqrt(r)
+        return np.asarray(r).astype(out.np)
+
+    res, _, ran = partition.run(work, n, force, task, combine)
+    if not ran:
+        return _reduce_auto(op, x, axis, 0, y)
+    return _result(x.device, res, ())
+
+
+def _reduce_work(
+    op: str, x: Array, y: Array | None, inputs: Any, out: DType, acc: DType, axis: Any = None
+) -> auto.Work:
+    arrays = (x,) if y is None else (x, y)
+    key = (op, x.dtype, None if y is None else y.dtype, axis, x.size.bit_length())
+    flops, passes = _COST.get(op, (1, 1))
+    nbytes = passes * x.nbytes + (y.nbytes if y is not None else 0)
+    return auto.Work(
+        f"vg.{op}", key, lambda: (flops * x.size, nbytes), arrays,
+        lambda d: d.unsupported(op, inputs, out, acc),
+    )  # fmt: skip
+
+
+def _reduce_auto(op: str, x: Array, axis: Any, ddof: int, y: Array | None) -> Array:
+    """Under ``auto``: the scheduler picks the device (and moves the operands there)."""
+    arrays = (x,) if y is None else (x, y)
+    for a in arrays:
+        check_same_device(op, a)  # (vg.Array operands: the precise error otherwise)
+    inputs, out, acc = roles(op, x.dtype, None if y is None else y.dtype)
+    key = (op, x.dtype, None if y is None else y.dtype, axis, x.size.bit_length())
+    return auto.route(
+        key,
+        arrays,
+        lambda: _reduce_work(op, x, y, inputs, out, acc, axis),
+        lambda d: _reduce_here(op, x, axis, ddof=ddof, y=y),
+    )
+
+
+def _reduce_here(
+    op: str, x: Array, axis: Any = None, *, ddof: int = 0, y: Array | None = None
+) -> Array:
     # This is the hot path of every reduction: keep it to plain attribute work.
     dev = check_same_device(op, x) if y is None else check_same_device(op, x, y)
     if (type(x) is _Spilled or type(y) is _Spilled) and x.size:
@@ -181,63 +297,64 @@ def _empty_reduction(
     )
 
 
-def sum(x: Array, axis: Any = None) -> Array:
+def sum(x: Array, axis: Any = None, *, split: bool = False) -> Array:
     """Sum of elements (int32/bool → int64, uint32 → uint64, like NumPy)."""
-    return _reduce("sum", x, axis)
+    return _reduce("sum", x, axis, split=split)
 
 
-def prod(x: Array, axis: Any = None) -> Array:
-    return _reduce("prod", x, axis)
+def prod(x: Array, axis: Any = None, *, split: bool = False) -> Array:
+    return _reduce("prod", x, axis, split=split)
 
 
-def min(x: Array, axis: Any = None) -> Array:
+def min(x: Array, axis: Any = None, *, split: bool = False) -> Array:
     """Minimum; NaN if any element is NaN; ValueError-like error on empty input."""
-    return _reduce("min", x, axis)
+    return _reduce("min", x, axis, split=split)
 
 
-def max(x: Array, axis: Any = None) -> Array:
-    return _reduce("max", x, axis)
+def max(x: Array, axis: Any = None, *, split: bool = False) -> Array:
+    return _reduce("max", x, axis, split=split)
 
 
-def argmin(x: Array, axis: Any = None) -> Array:
+def argmin(x: Array, axis: Any = None, *, split: bool = False) -> Array:
     """Index of the first minimum (of the first NaN if any), int64; flat index for
     ``axis=None``."""
-    return _reduce("argmin", x, axis)
+    return _reduce("argmin", x, axis, split=split)
 
 
-def argmax(x: Array, axis: Any = None) -> Array:
-    return _reduce("argmax", x, axis)
+def argmax(x: Array, axis: Any = None, *, split: bool = False) -> Array:
+    return _reduce("argmax", x, axis, split=split)
 
 
-def mean(x: Array, axis: Any = None) -> Array:
+def mean(x: Array, axis: Any = None, *, split: bool = False) -> Array:
     """Arithmetic mean (f32 stays f32, integers give f64)."""
-    return _reduce("mean", x, axis)
+    return _reduce("mean", x, axis, split=split)
 
 
-def var(x: Array, axis: Any = None, ddof: int = 0) -> Array:
+def var(x: Array, axis: Any = None, ddof: int = 0, *, split: bool = False) -> Array:
     """Variance, two-pass (mean, then squared deviations), like NumPy."""
-    return _reduce("var", x, axis, ddof=ddof)
+    return _reduce("var", x, axis, ddof=ddof, split=split)
 
 
-def std(x: Array, axis: Any = None, ddof: int = 0) -> Array:
-    return _reduce("std", x, axis, ddof=ddof)
+def std(x: Array, axis: Any = None, ddof: int = 0, *, split: bool = False) -> Array:
+    return _reduce("std", x, axis, ddof=ddof, split=split)
 
 
-def norm(x: Array, axis: Any = None) -> Array:
+def norm(x: Array, axis: Any = None, *, split: bool = False) -> Array:
     """2-norm of a vector, Frobenius norm of a matrix (``axis=None``), or per row/column."""
-    return _reduce("norm", x, axis)
+    return _reduce("norm", x, axis, split=split)
 
 
-def dot(a: Array, b: Array) -> Array:
+def dot(a: Array, b: Array, *, split: bool = False) -> Array:
     """Inner product of two 1-D arrays; for 2-D operands the matrix product (as np.dot)."""
-    check_same_device("dot", a, b)
+    check_same_device("dot", a)  # (operands on two devices: an error, unless on auto)
+    check_same_device("dot", b)
     if a.ndim == 1 and b.ndim == 1:
         if a.shape != b.shape:
             raise ShapeMismatch(
                 f"dot: shapes {a.shape} and {b.shape} are not aligned",
                 fix="both vectors need the same length",
             )
-        return _reduce("dot", a, None, y=b)
+        return _reduce("dot", a, None, y=b, split=split)
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeMismatch("dot: 0-d operands are not supported", fix="multiply instead")
     from .linalg import matmul

@@ -175,24 +175,15 @@ def _var_rows(op: str, x: Array, rows: int, cols: int, acc: Any, out: Any, ddof:
 # ---- @vg.reduction ---------------------------------------------------------------------------
 def reduce_custom(rf: Any, arrays: tuple[Array, ...], red: ir.Reduction, shape2: tuple[int, ...],
                   ax: int | None, out_shape: tuple[int, ...]) -> Array:  # fmt: skip
-    from ..kernel import codegen_numba, pyload
-
     dev = arrays[0].device
     rows, cols = as_2d(shape2)
-    key = (dev, red.inputs, "stream")
     cache = rf._compiled
     if ax == 1:
         cr = cache.get((dev, red.inputs))
         if cr is None:
             cr = cache[(dev, red.inputs)] = dev.compile_reduction(red)
     else:
-        cr = cache.get(key)
-        if cr is None:
-            part = dataclasses.replace(
-                red, name=red.name + "_part", post=None, post_takes_n=False, out=red.acc,
-                funcs=[f for f in red.funcs if f is not red.post],
-            )  # fmt: skip
-            cr = cache[key] = dev.compile_reduction(part)
+        cr = part_reduction(rf, red, dev)
     parts: list[tuple[Any, int]] = []
 
     def body(k: int, r0: int, r1: int, chunks: list[Any]) -> None:
@@ -208,25 +199,43 @@ def reduce_custom(rf: Any, arrays: tuple[Array, ...], red: ir.Reduction, shape2:
         Stream(dev, [Operand(a, rows, cols) for a in arrays], rows, label).run(body)
         if ax == 1:
             return np.concatenate([np.asarray(dev.to_numpy(b, (m,), red.out)) for b, m in parts])
-        mod, _ = pyload.load(codegen_numba.reduction_source(red, "python"), "python")
         shp = () if ax is None else (cols,)
         P = np.stack([np.asarray(dev.to_numpy(b, shp, red.acc)) for b, _ in parts])
         if ax is None:
-            P = P.reshape(1, -1)
-            res = np.empty(1, red.out.np)
-            with np.errstate(all="ignore"):
-                mod.finish(P, 1, rows * cols, res)
-            return res
-        res = np.empty(cols, red.out.np)
-        with np.errstate(all="ignore"):
-            mod.finish(P, 0, rows, res)
-        return res
+            return finish_custom(red, P.reshape(1, -1), 1, rows * cols)
+        return finish_custom(red, P, 0, rows)
 
     n = math.prod(shape2)
     nbytes = sum(a.nbytes for a in arrays)
     dts = "/".join(d.name for d in red.inputs)
     res = recorded(dev, rf.__name__, arrays[0].shape, dts, nbytes, n, compute)
     return _result(dev, np.asarray(res), out_shape)
+
+
+def part_reduction(rf: Any, red: ir.Reduction, dev: Any) -> Any:
+    """``red`` without its ``post``, compiled for ``dev`` (cached on the reduction): what
+    each chunk (or each device of a split) computes; :func:`finish_custom` folds them."""
+    key = (dev, red.inputs, "stream")
+    cr = rf._compiled.get(key)
+    if cr is None:
+        part = dataclasses.replace(
+            red, name=red.name + "_part", post=None, post_takes_n=False, out=red.acc,
+            funcs=[f for f in red.funcs if f is not red.post],
+        )  # fmt: skip
+        cr = rf._compiled[key] = dev.compile_reduction(part)
+    return cr
+
+
+def finish_custom(red: ir.Reduction, P: np.ndarray, axis: int, n: int) -> np.ndarray:
+    """Fold partials ``P`` (in the accumulator dtype) along ``axis`` with the reduction's
+    own combine and post (its generated Python: the kernel language's semantics)."""
+    from ..kernel import codegen_numba, pyload
+
+    mod, _ = pyload.load(codegen_numba.reduction_source(red, "python"), "python")
+    res = np.empty(P.shape[1 - axis], red.out.np)
+    with np.errstate(all="ignore"):
+        mod.finish(P, axis, n, res)
+    return res
 
 
 # ---- kernels and expressions ------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""The scheduler (issue 5, in progress): calibration of every device, the cost model
-(roofline + robust history), the policies that turn predictions into a decision with its
-reason, and the decision log. Wiring ``device="auto"`` into the launch paths and
-splitting come next.
+"""The scheduler: calibration of every device (:mod:`.calibration`), the cost model
+(roofline + robust history, :mod:`.cost`), the policies that turn predictions into a
+decision with its reason (:mod:`.policy`), ``device="auto"`` in every launch path
+(:mod:`.auto`), splitting one op over several devices (:mod:`.partition`) and the
+decision log (:mod:`.log`).
 
 ``vg.scheduler.policy`` is the default policy: assign a name
 (``vg.scheduler.policy = "locality"``) or use it for a block
@@ -18,16 +19,17 @@ from collections.abc import Iterator
 
 from .calibration import Calibration, cached, calibrate, fingerprint
 from .cost import History, Prediction, roofline
-from .log import clear, explain, log, record
+from .log import clear, decisions, explain, log, record
 from .policy import POLICIES, Decision, choose
 
 __all__ = [
     "POLICIES", "Calibration", "Decision", "History", "Prediction", "cached", "calibrate",
-    "choose", "clear", "current_policy", "explain", "fingerprint", "log", "policy", "record",
-    "roofline",
+    "choose", "clear", "current_policy", "decisions", "explain", "fingerprint", "log", "policy",
+    "record", "roofline", "split",
 ]  # fmt: skip
 
 _default = "performance"
+_split = [False]
 _scoped: contextvars.ContextVar[str | None] = contextvars.ContextVar("vg_policy", default=None)
 
 
@@ -64,6 +66,17 @@ class _Module(types.ModuleType):
     def policy(self, name: str) -> None:
         global _default
         _default = _check(str(name))
+
+    @property
+    def split(self) -> bool:
+        """``auto`` may split large elementwise kernels and reductions over several
+        devices when the prediction says it pays (default False). ``split=True`` on one
+        op asks for it there, whatever this says."""
+        return _split[0]
+
+    @split.setter
+    def split(self, value: bool) -> None:
+        _split[0] = bool(value)
 
 
 sys.modules[__name__].__class__ = _Module

@@ -7,7 +7,11 @@
   async launches costs per launch);
 * ``read_gbps``: ``vg.sum`` of a large f32 array (bytes read / time);
 * ``copy_gbps``: a kernel ``y[i] = x[i]`` (bytes read + written / time);
-* ``gflops``: an FMA-heavy f32 kernel (8 independent chains per thread);
+* ``gflops``: an FMA-heavy f32 kernel (8 independent chains per thread); on the NumPy
+  device, vectorised NumPy multiply-adds instead (``auto`` sends it built-in ops only, which
+  run vectorised; its kernels run thread by thread in Python, for debugging);
+* ``matmul_gflops``: ``vg.matmul`` of square f32 matrices (BLAS, cuBLAS or our WGSL
+  shader): the compute roof of matrix products, far above the FMA kernel's on CPUs;
 * devices with their own memory (CUDA, WebGPU, llvmpipe included): ``h2d_pinned_gbps``,
   ``d2h_pinned_gbps`` (the host tier's memory: pinned for CUDA) and ``h2d_pageable_gbps``,
   ``d2h_pageable_gbps`` (plain NumPy arrays). numpy/numba have no link: their device
@@ -35,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
-FIELDS = ("launch_us", "enqueue_us", "read_gbps", "copy_gbps", "gflops", "h2d_pinned_gbps",
-          "d2h_pinned_gbps", "h2d_pageable_gbps", "d2h_pageable_gbps")  # fmt: skip
-VERSION = 1  # bump when what is measured changes: old cache files are then ignored
+FIELDS = ("launch_us", "enqueue_us", "read_gbps", "copy_gbps", "gflops", "matmul_gflops",
+          "h2d_pinned_gbps", "d2h_pinned_gbps", "h2d_pageable_gbps",
+          "d2h_pageable_gbps")  # fmt: skip
+VERSION = 2  # bump when what is measured changes: old cache files are then ignored
 
 
 @dataclass
@@ -50,6 +55,7 @@ class Calibration:
     read_gbps: float
     copy_gbps: float
     gflops: float
+    matmul_gflops: float | None = None
     h2d_pinned_gbps: float | None = None
     d2h_pinned_gbps: float | None = None
     h2d_pageable_gbps: float | None = None
@@ -108,13 +114,13 @@ _FMA_ITERS = 64
 def _sizes(dev: Any, scale: float) -> dict[str, int]:
     """Elements per benchmark: large enough to reach the peak, small enough for ~1 s."""
     if dev.backend == "numpy":  # kernels run thread by thread in Python
-        base = {"read": 1 << 22, "copy": 1 << 12, "fma": 1 << 8, "link": 0}
+        base = {"read": 1 << 22, "copy": 1 << 12, "fma": 1 << 20, "link": 0, "mm": 384}
     elif dev.host_is_device:  # numba: RAM is device memory, no link
-        base = {"read": 1 << 24, "copy": 1 << 23, "fma": 1 << 18, "link": 0}
+        base = {"read": 1 << 24, "copy": 1 << 23, "fma": 1 << 18, "link": 0, "mm": 384}
     elif dev.info.kind != "gpu":  # a CPU-emulated GPU: its "link" is a memcpy
-        base = {"read": 1 << 24, "copy": 1 << 23, "fma": 1 << 18, "link": 1 << 22}
+        base = {"read": 1 << 24, "copy": 1 << 23, "fma": 1 << 18, "link": 1 << 22, "mm": 384}
     else:
-        base = {"read": 1 << 26, "copy": 1 << 26, "fma": 1 << 22, "link": 1 << 26}
+        base = {"read": 1 << 26, "copy": 1 << 26, "fma": 1 << 22, "link": 1 << 26, "mm": 4096}
     return {k: max(1, int(v * scale)) if v else 0 for k, v in base.items()}
 
 
@@ -161,7 +167,11 @@ def measure(dev: Any, scale: float = 1.0, repeat: int = 3, progress: Any = None)
     step()
     copy_gbps = _copy_gbps(dev, k["copy"], sizes["copy"], repeat)
     step()
-    gflops = _gflops(dev, k["fma"], sizes["fma"], repeat)
+    if dev.backend == "numpy":
+        gflops = _numpy_gflops(sizes["fma"], repeat)
+    else:
+        gflops = _gflops(dev, k["fma"], sizes["fma"], repeat)
+    matmul_gflops = _matmul_gflops(dev, sizes["mm"], repeat)
     step()
 
     links: dict[str, float | None] = {}
@@ -170,8 +180,8 @@ def measure(dev: Any, scale: float = 1.0, repeat: int = 3, progress: Any = None)
     step()
     return Calibration(
         device=dev.name, launch_us=launch * 1e6, enqueue_us=enqueue * 1e6, read_gbps=read_gbps,
-        copy_gbps=copy_gbps, gflops=gflops, seconds=time.perf_counter() - t_start,
-        sizes=sizes, **links,
+        copy_gbps=copy_gbps, gflops=gflops, matmul_gflops=matmul_gflops,
+        seconds=time.perf_counter() - t_start, sizes=sizes, **links,
     )  # fmt: skip
 
 
@@ -195,6 +205,25 @@ def _gflops(dev: Any, kernel: Any, n: int, repeat: int) -> float:
 
     f = vg.ones(n, device=dev)
     return 2 * 8 * _FMA_ITERS * n / _best(lambda: kernel[n](f, _FMA_ITERS), dev.sync, repeat) / 1e9
+
+
+def _numpy_gflops(n: int, repeat: int) -> float:
+    """Vectorised NumPy multiply-adds (what the NumPy device's built-in ops run)."""
+    x = np.ones(n, np.float32)
+
+    def fma() -> None:
+        for _ in range(8):
+            np.multiply(x, np.float32(0.9999), out=x)
+            np.add(x, np.float32(0.0001), out=x)
+
+    return 2 * 8 * n / _best(fma, lambda: None, repeat) / 1e9
+
+
+def _matmul_gflops(dev: Any, n: int, repeat: int) -> float:
+    import vgpu_nb as vg
+
+    a = vg.full((n, n), 0.5, vg.f32, device=dev)
+    return 2 * n**3 / _best(lambda: vg.matmul(a, a), dev.sync, repeat) / 1e9
 
 
 def _links(dev: Any, n: int, repeat: int) -> dict[str, float | None]:

@@ -39,10 +39,15 @@ class Prediction:
         return f"<Prediction {self.device}: {self.seconds * 1e3:.3f} ms ({how})>"
 
 
-def roofline(cal: Calibration, flops: float, nbytes: float, h2d_bytes: float = 0.0) -> Prediction:
-    """Latency + the slower of compute and memory + moving non-resident operands in."""
+def roofline(
+    cal: Calibration, flops: float, nbytes: float, h2d_bytes: float = 0.0, peak: str = "gflops"
+) -> Prediction:
+    """Latency + the slower of compute and memory + moving non-resident operands in.
+    ``peak``: the calibrated compute roof that applies (``"matmul_gflops"`` for matrix
+    products, which BLAS runs far above a plain kernel's FMA rate on CPUs)."""
     latency = cal.launch_us * 1e-6
-    compute = flops / (cal.gflops * 1e9) if flops and cal.gflops else 0.0
+    gflops = getattr(cal, peak, None) or cal.gflops
+    compute = flops / (gflops * 1e9) if flops and gflops else 0.0
     memory = nbytes / (cal.read_gbps * 1e9) if nbytes and cal.read_gbps else 0.0
     link = cal.h2d_pinned_gbps
     transfer = h2d_bytes / (link * 1e9) if h2d_bytes and link else 0.0

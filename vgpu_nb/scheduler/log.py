@@ -24,6 +24,12 @@ def record(d: Decision) -> Decision:
     return d
 
 
+def decisions(last: int | None = None) -> list[Decision]:
+    """The :class:`Decision` objects themselves (newest last), for ``explain``."""
+    with _LOCK:
+        return list(_LOG)[-last:] if last else list(_LOG)
+
+
 def log(last: int | None = None) -> Any:
     """The decisions as a pandas DataFrame (newest last): op, policy, choice, reason,
     predicted and actual ms, error, and one ``pred:<device>`` column per candidate."""
@@ -37,7 +43,8 @@ def log(last: int | None = None) -> Any:
         cands = row.pop("candidates")
         row.update({f"pred:{k}": v for k, v in cands.items()})
         out.append(row)
-    cols = ["op", "policy", "choice", "reason", "predicted_ms", "actual_ms", "error", "t"]
+    cols = ["op", "policy", "choice", "reason", "predicted_ms", "actual_ms", "error", "launches",
+            "measured", "shares", "t"]  # fmt: skip
     df = pd.DataFrame(out)
     return df if out else pd.DataFrame(columns=cols)
 
@@ -52,8 +59,11 @@ def explain(d: Decision) -> str:
         parts = ", ".join(f"{k} {v * 1e3:.3g} ms" for k, v in p.parts.items() if v)
         lines.append(f" {mark} {p.device:8s} {p.seconds * 1e3:9.3f} ms  {src}"
                      + (f"  ({parts})" if parts else ""))  # fmt: skip
+    if d.shares:
+        lines.append("   split: " + ", ".join(f"{k} {v:.0%}" for k, v in d.shares.items()))
     if d.actual_s is not None:
-        lines.append(f"   actual {d.actual_s * 1e3:.3f} ms, error {d.error:+.0%}")
+        lines.append(f"   actual {d.actual_s * 1e3:.3f} ms (mean of {d.measured} measured of "
+                     f"{d.launches} launches), error {d.error:+.0%}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -3,7 +3,8 @@
 Given a :class:`~vgpu_nb.scheduler.cost.Prediction` per candidate (devices that are
 available and support the op's types), a policy picks one:
 
-* ``performance``: the fastest predicted;
+* ``performance``: the fastest predicted (the device where the operands already are, if
+  it is within :data:`STAY_MARGIN` of the fastest);
 * ``locality``: the one that moves the fewest bytes (operands already resident there), ties
   broken by speed;
 * ``cpu_only`` / ``gpu_only``: the fastest among CPU devices (numpy, numba, CPU-emulated
@@ -17,7 +18,9 @@ candidates, call :func:`choose` and keep the :class:`Decision`.
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -25,6 +28,9 @@ from ..errors import DeviceUnavailable
 from .cost import Prediction
 
 POLICIES = ("performance", "locality", "cpu_only", "gpu_only", "power_saver")
+#: performance: operands stay where they are unless another device is predicted this much
+#: faster (moving them back and forth between two equal devices would cost both ways)
+STAY_MARGIN = 1.1
 #: power_saver's order of preference, by DeviceInfo.kind
 _POWER = {"cpu": 0, "cpu-emulated gpu": 1, "gpu": 2}
 
@@ -41,8 +47,20 @@ class Decision:
     choice: str
     reason: str
     moved: dict[str, int] = field(default_factory=dict)  # bytes to move in, per candidate
-    actual_s: float | None = None
+    actual_s: float | None = None  # mean measured seconds of the launches it served
     t: float = field(default_factory=time.time)
+    launches: int = 1  # launches served by this decision (the scheduler reuses it)
+    measured: int = 0  # of which were measured
+    shares: dict[str, float] = field(default_factory=dict)  # split: fraction per device
+
+    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=31), repr=False)
+
+    def observe(self, seconds: float) -> None:
+        """One more measured launch: ``actual_s`` is the median of the last ones (a first
+        launch that compiled, or one timing spike, does not stand for the rest)."""
+        self.measured += 1
+        self._recent.append(seconds)
+        self.actual_s = statistics.median(self._recent)
 
     @property
     def predicted_s(self) -> float:
@@ -61,6 +79,8 @@ class Decision:
             "predicted_ms": self.predicted_s * 1e3,
             "actual_ms": None if self.actual_s is None else self.actual_s * 1e3,
             "error": self.error,
+            "launches": self.launches, "measured": self.measured,
+            "shares": dict(self.shares) or None,
             "candidates": {p.device: p.seconds * 1e3 for p in self.candidates}, "t": self.t,
         }  # fmt: skip
 
@@ -102,6 +122,11 @@ def choose(
         pick = min(ok, key=lambda p: (_POWER.get(kinds.get(p.device, "gpu"), 2), p.seconds))
     else:
         pick = fastest
+        here = [p for p in pool if moved.get(p.device, 0) == 0]
+        if here and any(moved.values()):  # hysteresis: data stays unless moving pays clearly
+            best_here = min(here, key=lambda p: p.seconds)
+            if best_here.seconds <= STAY_MARGIN * fastest.seconds:
+                pick = best_here
     others = sorted((p for p in preds if p is not pick), key=lambda p: p.seconds)
     vs = ", ".join(f"{p.device} {_ms(p.seconds)}" for p in others[:3])
     reason = f"{pick.device}: {_ms(pick.seconds)} predicted" + (f" vs {vs}" if vs else "")

@@ -1,0 +1,178 @@
+"""Split (issue 5): one op over several devices; results identical to one device (exact
+for integer reductions), shares in the decision, clear errors for what cannot split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import vgpu_nb as vg
+from vgpu_nb.scheduler import auto, partition
+from vgpu_nb.scheduler import calibration as cal
+
+pytestmark = pytest.mark.scheduler  # (run on the GPU machine too: cuda is a candidate there)
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    import os
+
+    old_env, old_memo = os.environ.get("VGPU_NB_CACHE_DIR"), cal._MEMO
+    os.environ["VGPU_NB_CACHE_DIR"] = str(tmp_path_factory.mktemp("calib"))
+    cal._MEMO = None
+    vg.calibrate(progress=False, scale=1 / 16)
+    yield
+    if old_env is None:
+        os.environ.pop("VGPU_NB_CACHE_DIR", None)
+    else:
+        os.environ["VGPU_NB_CACHE_DIR"] = old_env
+    cal._MEMO = old_memo
+
+
+@pytest.fixture(autouse=True)
+def fresh(calibrated):
+    auto.reset()
+    vg.scheduler.clear()
+    yield
+    auto.reset()
+    vg.scheduler.clear()
+    vg.scheduler.split = False
+    vg.use("numba")
+
+
+def _two_devices() -> None:
+    if len([d for d in auto._available() if d.backend != "numpy"]) < 2:
+        pytest.skip("split needs two devices besides numpy (numba + a WebGPU adapter)")
+
+
+@vg.kernel
+def iaxpy(a: vg.i32, x: vg.i32[:], y: vg.i32[:]):
+    i = vg.tid()
+    y[i] = a * x[i] + y[i]
+
+
+@vg.kernel
+def clip_store(x: vg.f32[:], y: vg.f32[:]):
+    i = vg.tid()
+    if x[i] > 0.5:
+        y[i] = x[i]
+
+
+@vg.kernel
+def shift(x: vg.f32[:], y: vg.f32[:]):
+    i = vg.tid()
+    if i + 1 < x.shape[0]:
+        y[i] = x[i + 1]
+
+
+@vg.kernel
+def grid(m: vg.f32[:, :]):
+    i, j = vg.tid()
+    m[i, j] = 1.0
+
+
+@vg.reduction(identity=0, combine="add")
+def isumsq(v: vg.i32) -> vg.i64:
+    return vg.i64(v) * vg.i64(v)
+
+
+N = 100_003  # not a multiple of anything: shares have ragged edges
+
+
+def test_kernel_split_equals_one_device(rng):
+    _two_devices()
+    xh = rng.integers(-1000, 1000, N).astype(np.int32)
+    yh = rng.integers(-1000, 1000, N).astype(np.int32)
+    x, y = vg.asarray(xh), vg.asarray(yh)
+    rec = iaxpy.launch(N, 3, x, y, split=True)
+    np.testing.assert_array_equal(y.numpy(), 3 * xh + yh)
+    d = vg.scheduler.log.__globals__["_LOG"][-1]
+    assert len(d.shares) >= 2 and sum(d.shares.values()) == pytest.approx(1.0)
+    assert rec.device == d.choice and "+" in d.choice
+    assert "split" in d.reason and "split" in vg.scheduler.explain(d)
+
+
+def test_conditional_stores_keep_untouched_elements(rng):
+    _two_devices()
+    xh = rng.random(N).astype(np.float32)
+    y = vg.full(N, -1.0, dtype=vg.f32)
+    clip_store[N](vg.asarray(xh), y, split=True)
+    np.testing.assert_array_equal(y.numpy(), np.where(xh > 0.5, xh, -1.0).astype(np.float32))
+
+
+def test_integer_reductions_are_exact(rng):
+    _two_devices()
+    xh = rng.integers(-(2**20), 2**20, N).astype(np.int32)
+    x = vg.asarray(xh)
+    assert int(vg.sum(x, split=True)) == int(vg.sum(x)) == int(xh.astype(np.int64).sum())
+    assert int(isumsq(x, split=True)) == int(isumsq(x)) == int((xh.astype(np.int64) ** 2).sum())
+    assert int(vg.dot(x, x, split=True)) == int(vg.dot(x, x))
+    assert int(vg.max(x, split=True)) == int(xh.max()) and int(vg.min(x, split=True)) == int(
+        xh.min()
+    )
+
+
+def test_float_reductions_agree(rng):
+    _two_devices()
+    xh = rng.standard_normal(N).astype(np.float32)
+    x = vg.asarray(xh)
+    np.testing.assert_allclose(float(vg.sum(x, split=True)), float(vg.sum(x)), rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(float(vg.mean(x, split=True)), float(xh.mean()), atol=1e-5)
+    np.testing.assert_allclose(float(vg.norm(x, split=True)), float(np.linalg.norm(xh)), rtol=1e-5)
+    assert float(vg.max(x, split=True)) == float(xh.max())
+
+
+def test_what_cannot_split_says_why():
+    x, y = vg.ones(64), vg.zeros(64)
+    with pytest.raises(vg.CannotSplit, match="vg.tid"):
+        shift[64](x, y, split=True)
+    with pytest.raises(vg.CannotSplit, match="2-D"):
+        grid[(4, 4)](vg.zeros((4, 4)), split=True)
+    with pytest.raises(vg.CannotSplit, match="argmin"):
+        vg.argmin(x, split=True)
+    with pytest.raises(vg.CannotSplit, match="axis"):
+        vg.sum(vg.ones((4, 4)), axis=0, split=True)
+
+
+def test_shares_cover_the_range_exactly():
+    numba = vg.get_device("numba")
+    for n in (1, 2, 7, 1000, 100_003):
+        for fr in ([0.5, 0.5], [0.9, 0.1], [0.33, 0.33, 0.34], [0.999, 0.001]):
+            parts = partition.bounds(n, [(numba, f) for f in fr])
+            assert parts[0][1] == 0 and parts[-1][2] == n
+            assert all(a[2] == b[1] for a, b in zip(parts, parts[1:], strict=False))
+
+
+def test_the_splits_own_history_decides():
+    """What a split really took decides: measured fast, auto splits; measured slower than
+    the best device alone, auto stops splitting; split=True still splits and the reason
+    says it was forced."""
+    _two_devices()
+    x = vg.ones(1 << 22, dtype=vg.i32)
+    work = vg.ops.reductions._reduce_work("sum", x, None, (vg.i32,), vg.i64, vg.i64)
+    fractions, d = partition.plan(work, True, "performance")
+    assert len(fractions) >= 2
+    name = d.choice
+    best = min(p.seconds for p in d.candidates if "+" not in p.device)
+    key = partition._key(work, name)
+    for _ in range(auto.HISTORY.trust_after):  # measured at a tenth of the best single device
+        auto.HISTORY.record(key, name, d._roof, 0.1 * best)
+    fast, d1 = partition.plan(work, False, "performance")
+    assert d1.choice == name and len(fast) >= 2 and "split" in d1.reason
+    for _ in range(auto.HISTORY.window):  # then at ten times it
+        auto.HISTORY.record(key, name, d._roof, 10 * best)
+    slow, d2 = partition.plan(work, False, "performance")
+    assert len(slow) == 1 and "would not pay" in d2.reason
+    forced, d3 = partition.plan(work, True, "performance")
+    assert len(forced) >= 2 and "forced" in d3.reason
+
+
+def test_auto_with_the_split_setting_gives_correct_results():
+    _two_devices()
+    vg.scheduler.split = True
+    n = 1 << 20
+    with vg.device("auto"):
+        x = vg.ones(n, dtype=vg.i32)
+        for _ in range(2 * auto.HISTORY.trust_after):
+            assert int(vg.sum(x)) == n
+    assert vg.scheduler.log()["launches"].sum() >= 2 * auto.HISTORY.trust_after - 1

@@ -1,0 +1,218 @@
+"""Split: one large op over several devices at once, in proportion to their predicted
+throughput.
+
+What splits: 1-D kernels whose every array is touched only at the thread's own element
+(``x[i]`` with ``i = vg.tid()``, arrays of the launch's length), the built-in reductions
+``sum prod min max mean dot norm`` over all elements, and ``@vg.reduction`` s over all
+elements. The data lives in host memory (the :data:`~vgpu_nb.devices.HOME` device; operands
+elsewhere are moved there first): CPU devices work on their share in place, the others
+copy their share in (and, for kernels, the arrays they write back out) through their
+staged, pinned copies.
+
+How much each device gets: every candidate's prediction for the whole op (roofline or
+history, plus moving the data in) minus its launch latency is its time per element; shares
+are inversely proportional to it, so that all devices finish together. Devices are added
+fastest first while the predicted split time still drops (each extra device costs a thread
+hand-off). ``split=True`` on an op splits over at least the two best devices even when the
+prediction says one is enough (the user asked; the log says it was forced);
+``vg.scheduler.split = True`` lets ``auto`` split when the prediction says it pays.
+
+Partial reductions are combined on the host in device order with the op's own combine
+(integer reductions are exact, identical to one device; float ones differ from one device
+by rounding only). Each share runs on its own thread — GPU work and copies release the
+GIL, and so do our Numba kernels (``nogil``) — the CPU share on the caller's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from ..backends.base import Device
+from ..errors import DeviceUnavailable
+from . import auto
+from .cost import Prediction
+from .log import record
+from .policy import Decision, _ms
+
+HAND_OFF_S = 100e-6  # cost of one more device: a thread hand-off and its own launch
+#: plans in use, per (op key, policy, forced): (fractions, decision, uses left)
+_PLANS: dict[tuple[Any, ...], tuple[list[tuple[Device, float]], Decision, int]] = {}
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vg-split")
+    return _POOL
+
+
+def plan(work: auto.Work, force: bool, policy: str) -> tuple[list[tuple[Device, float]], Decision]:
+    """The devices and their fractions, and the decision saying why."""
+    cands, why_not = auto.candidates(work)
+    # the NumPy device shares the numba device's memory and cores, single-threaded: never a
+    # share of its own
+    cands = [d for d in cands if d.backend != "numpy"]
+    if not cands:
+        raise DeviceUnavailable(f"{work.op}: no device can run it ({why_not})")
+    flops, nbytes = work.cost()
+    preds, moved, _ = auto.predict(work, cands, flops, nbytes)
+    by_name = {d.name: d for d in cands}
+    lat = {p.device: p.parts.get("latency", 0.0) for p in preds}
+    per = {p.device: max(p.seconds - lat[p.device], 1e-12) for p in preds}  # whole op, no latency
+    order = sorted(preds, key=lambda p: per[p.device])
+    best_single = min(preds, key=lambda p: p.seconds)
+
+    def split_time(k: int) -> float:
+        use = order[:k]
+        inv = sum(1.0 / per[p.device] for p in use)
+        return max(lat[p.device] for p in use) + 1.0 / inv + HAND_OFF_S * (k - 1)
+
+    k_best = min(range(1, len(order) + 1), key=split_time)
+    if k_best == 1 and len(order) > 1:
+        k_best = 2  # (the best split, to compare: its history may say more)
+    use = order[:k_best]
+    inv = sum(1.0 / per[p.device] for p in use)
+    fractions = [(by_name[p.device], (1.0 / per[p.device]) / inv) for p in use]
+    name = "+".join(d.name for d, _ in fractions)
+    roof = Prediction(name, split_time(k_best), "roofline", 0,
+                      {"latency": max(lat[p.device] for p in use)})  # fmt: skip
+    # split runs teach their own history: devices that share cores or memory bandwidth
+    # (numba and a CPU-emulated GPU) run slower together than the roofline says
+    split_pred = auto.HISTORY.correct(_key(work, name), roof)
+    t = split_pred.seconds
+    forced = False
+    if len(use) > 1 and t >= best_single.seconds:
+        if force:
+            forced = True
+        else:
+            fractions, name = [(by_name[best_single.device], 1.0)], best_single.device
+    elif len(use) == 1:
+        fractions, name = [(by_name[use[0].device], 1.0)], use[0].device
+    shares = ", ".join(f"{d.name} {f:.0%}" for d, f in fractions)
+    if len(fractions) == 1:
+        reason = (f"{name}: {_ms(best_single.seconds)} predicted; splitting would not pay "
+                  f"({split_pred.device} {_ms(t)})" if len(order) > 1
+                  else f"{name}: the only device that can run it")  # fmt: skip
+    else:
+        reason = (f"split {shares}: {_ms(t)} predicted vs {best_single.device} alone "
+                  f"{_ms(best_single.seconds)}")  # fmt: skip
+        if forced:
+            reason += " (split=True: forced although one device is predicted faster)"
+    cands_out = [*preds, split_pred] if split_pred.device not in by_name else preds
+    d = Decision(work.op, policy, cands_out, name, reason, dict(moved))
+    d.shares = {dev.name: f for dev, f in fractions} if len(fractions) > 1 else {}
+    d._roof = roof.seconds  # type: ignore[attr-defined]  (the split history's reference)
+    return fractions, d
+
+
+def _key(work: auto.Work, name: str) -> tuple[Any, ...]:
+    return (*work.key, "split", name)
+
+
+def bounds(n: int, fractions: Sequence[tuple[Device, float]]) -> list[tuple[Device, int, int]]:
+    """Contiguous element ranges, in device order, covering ``[0, n)`` exactly."""
+    out, lo, acc = [], 0, 0.0
+    for k, (dev, f) in enumerate(fractions):
+        acc += f
+        hi = n if k == len(fractions) - 1 else min(n, int(round(acc * n)))
+        out.append((dev, lo, hi))
+        lo = hi
+    return [(d, a, b) for d, a, b in out if b > a]
+
+
+def execute(
+    parts: list[tuple[Device, int, int]], task: Callable[[Device, int, int], Any]
+) -> list[Any]:
+    """``task(dev, lo, hi)`` for every share, concurrently; results in share order."""
+    futures: list[Any] = []
+    local: list[tuple[int, Device, int, int]] = []
+    for k, (dev, lo, hi) in enumerate(parts):
+        if dev.host_is_device and not local:
+            local.append((k, dev, lo, hi))  # the first CPU share runs on this thread
+            futures.append(None)
+        else:
+            futures.append(_pool().submit(task, dev, lo, hi))
+    out: list[Any] = [None] * len(parts)
+    for k, dev, lo, hi in local:
+        out[k] = task(dev, lo, hi)
+    for k, f in enumerate(futures):
+        if f is not None:
+            out[k] = f.result()
+    return out
+
+
+def host_operands(work: auto.Work) -> list[np.ndarray]:
+    """The operands' memory in host RAM (moved to the home device first if elsewhere)."""
+    from ..array import migrate
+    from ..devices import HOME, get_device
+
+    home = get_device(HOME)
+    views = []
+    for a in work.arrays:
+        if not a.device.host_is_device:
+            why = auto._stuck(a)
+            if why:
+                raise DeviceUnavailable(
+                    f"{work.op}: split needs its operands in host memory; one is on "
+                    f"{a.device.name} and cannot move ({why})",
+                    fix="launch without split=True, or free the NumPy views of it",
+                )
+            migrate(a, home)
+        views.append(a.numpy().reshape(-1))
+    return views
+
+
+def _execute_on_host(
+    work: auto.Work,
+    parts: list[tuple[Device, int, int]],
+    task: Callable[[Device, int, int, list[np.ndarray]], Any],
+    combine: Callable[[list[Any]], Any],
+) -> Any:
+    """The shares, on views of the operands' host memory (released on return: a view held
+    on would pin the arrays where they are, see ``auto._stuck``)."""
+    hosts = host_operands(work)
+    return combine(execute(parts, lambda dev, lo, hi: task(dev, lo, hi, hosts)))
+
+
+def run(
+    work: auto.Work,
+    n: int,
+    force: bool,
+    task: Callable[[Device, int, int, list[np.ndarray]], Any],
+    combine: Callable[[list[Any]], Any],
+) -> tuple[Any, Decision, bool]:
+    """Plan (or reuse the plan in use for this op and size), run ``task(dev, lo, hi,
+    host views of the operands)`` per share and
+    ``combine`` the results; returns (result, decision, ran). A plan of one device runs
+    nothing (ran False: the caller places the op as any ``auto`` op) unless forced."""
+    from . import current_policy
+
+    policy = current_policy()
+    ck = (work.key, policy, force)
+    hit = _PLANS.get(ck)
+    if hit is None or hit[2] <= 0:
+        fractions, d = plan(work, force, policy)
+        if len(fractions) < 2 and not force:
+            return None, d, False  # one device: the caller places it as any auto op
+        record(d)
+        if len(_PLANS) >= 1024:
+            _PLANS.clear()
+        left = auto.RECHECK if len(fractions) < 2 else auto.HISTORY.trust_after
+    else:
+        fractions, d, left = hit
+        d.launches += 1
+    _PLANS[ck] = (fractions, d, left - 1)
+    parts = bounds(n, fractions)
+    t0 = time.perf_counter()
+    out = _execute_on_host(work, parts, task, combine)
+    dt = time.perf_counter() - t0
+    d.observe(dt)
+    if len(fractions) > 1:
+        auto.HISTORY.record(_key(work, d.choice), d.choice, d._roof, dt)  # type: ignore[attr-defined]
+    return out, d, True
