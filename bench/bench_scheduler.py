@@ -23,7 +23,9 @@ one call). Target ≤ 1.10. Every result is checked against NumPy.
 **Split.** ``vg.sum`` and a saxpy kernel over ``--split-exp`` elements in host memory:
 ``split=True`` against each single device running the same op from host memory (numba in
 place; other devices copy their operands in, and saxpy's result out, as their share of a
-split does). Speedup = best single / split.
+split does). With a CUDA GPU, also over data in the GPU's pinned host tier (an array larger
+than its device budget): the GPU alone streams it at link speed, numba alone reads the same
+values in RAM, the split does both at once. Speedup = best single / split.
 
     python bench/bench_scheduler.py --label vm-2core --max-exp 8 --matmul-max-exp 7
     python bench/bench_scheduler.py --label h100 --max-exp 9    # on the lent GPU machine
@@ -135,9 +137,9 @@ def per_call(fn: Callable[[], Any], st: tuple[Any, ...], target: float) -> tuple
     return statistics.median(_round(fn, st, reps) for _ in range(3)), reps
 
 
-def regret(args: argparse.Namespace) -> dict[str, Any]:
+def regret(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = report.setdefault("regret", {})
     for op in args.ops.split(","):
         top = args.matmul_max_exp if op == "matmul" else args.max_exp
         rows = []
@@ -213,6 +215,7 @@ def regret(args: argparse.Namespace) -> dict[str, Any]:
             "sizes": len(rows),
         }
         print(f"{op}: total regret {tot_auto / tot_oracle:.3f}", flush=True)
+        _save(args, report)  # (what was measured so far survives a timeout)
     return out
 
 
@@ -220,24 +223,41 @@ def split(args: argparse.Namespace) -> dict[str, Any]:
     n = 2**args.split_exp
     xh = np.random.default_rng(1).standard_normal(n).astype(np.float32)
     out: dict[str, Any] = {"n": n}
+    gpu = next((d for d in auto._available() if d.info.kind == "gpu" and d.backend == "cuda"), None)
     for op in ("sum", "saxpy"):
-        out[op] = _split_one(op, xh, args.split_runs)
+        out[op] = _split_one(op, xh, args.split_runs, None)
+        if gpu is not None:  # data larger than the GPU's budget, in its pinned host tier
+            out[f"{op}_pinned"] = _split_one(op, xh, args.split_runs, gpu)
     return out
 
 
 class _Split:
-    """One split benchmark: the op on one device from host memory, or split."""
+    """One split benchmark over data in host RAM: in the numba device's memory, or (with
+    ``gpu``) in ``gpu``'s pinned host tier (the array is larger than its device budget)."""
 
-    def __init__(self, op: str, xh: np.ndarray):
+    def __init__(self, op: str, xh: np.ndarray, gpu: Any):
         self.op, self.n = op, xh.size
         self.home = vg.get_device("numba")
-        self.x = vg.asarray(xh, device=self.home)
-        self.y = vg.zeros(xh.size, device=self.home)
+        self.gpu = gpu
+        if gpu is not None:
+            vg.memory.configure(devices=gpu.name, device=xh.nbytes // 4)
+            self.x = vg.asarray(xh, device=gpu)
+            self.y = vg.zeros(xh.size, device=gpu)
+            assert self.x.tier == "host", self.x.tier
+        else:
+            self.x = vg.asarray(xh, device=self.home)
+            self.y = vg.zeros(xh.size, device=self.home)
+        self.xn = vg.asarray(xh, device=self.home)  # (numba alone, on the same values)
+        self.yn = vg.zeros(xh.size, device=self.home)
 
     def single(self, d: Any) -> Any:
-        x, y, n = self.x, self.y, self.n
+        n = self.n
         if d is self.home:
+            x, y = self.xn, self.yn
             return float(vg.sum(x)) if self.op == "sum" else saxpy[n](1.0, x, y)
+        if d is self.gpu:  # streamed from its pinned host tier
+            return float(vg.sum(self.x)) if self.op == "sum" else saxpy[n](1.0, self.x, self.y)
+        x, y = self.xn, self.yn
         if self.op == "sum":  # from host memory, as its share of a split would be
             return float(vg.sum(vg.asarray(x.numpy(), device=d)))
         xd, yd = vg.asarray(x.numpy(), device=d), vg.asarray(y.numpy(), device=d)
@@ -251,31 +271,36 @@ class _Split:
         return saxpy[self.n](1.0, self.x, self.y, split=True)
 
 
-def _split_one(op: str, xh: np.ndarray, runs: int) -> dict[str, Any]:
-    b = _Split(op, xh)
+def _split_one(op: str, xh: np.ndarray, runs: int, gpu: Any) -> dict[str, Any]:
+    b = _Split(op, xh, gpu)
     singles: dict[str, float] = {}
-    for d in (d for d in auto._available() if d.backend != "numpy"):
-        try:
-            b.single(d)
-            fn = functools.partial(b.single, d)
-            singles[d.name] = statistics.median(_timed(fn, d) for _ in range(runs))
-        except vg.VgpuError as exc:
-            singles[d.name] = float("nan")
-            print(f"split {op}: {d.name} failed: {exc.what}")
-    auto.reset()
-    vg.scheduler.clear()
-    b.split()
-    t_split = statistics.median(_timed(b.split, b.home) for _ in range(runs))
-    d = vg.scheduler.decisions()[-1]
+    try:
+        for d in (d for d in auto._available() if d.backend != "numpy"):
+            try:
+                b.single(d)
+                fn = functools.partial(b.single, d)
+                singles[d.name] = statistics.median(_timed(fn, d) for _ in range(runs))
+            except vg.VgpuError as exc:
+                singles[d.name] = float("nan")
+                print(f"split {op}: {d.name} failed: {exc.what}")
+        auto.reset()
+        vg.scheduler.clear()
+        b.split()
+        t_split = statistics.median(_timed(b.split, b.home) for _ in range(runs))
+        d = vg.scheduler.decisions()[-1]
+        if op == "sum":
+            assert abs(b.split() - float(xh.astype(np.float64).sum())) < 1
+    finally:
+        vg.memory.reset()
     ok = {k: v for k, v in singles.items() if v == v}
     best = min(ok, key=ok.get)  # type: ignore[arg-type]
     ratio = max(ok.values()) / min(ok.values()) if len(ok) > 1 else float("nan")
-    print(f"split {op}: best single {best} {ok[best] * 1e3:.3f} ms, split {d.shares} "
-          f"{t_split * 1e3:.3f} ms → speedup {ok[best] / t_split:.2f}", flush=True)  # fmt: skip
-    if op == "sum":
-        assert abs(b.split() - float(xh.astype(np.float64).sum())) < 1
+    where = f"pinned host tier of {gpu.name}" if gpu is not None else "numba memory"
+    print(f"split {op} ({where}): best single {best} {ok[best] * 1e3:.3f} ms, split "
+          f"{d.shares} {t_split * 1e3:.3f} ms → speedup {ok[best] / t_split:.2f}",
+          flush=True)  # fmt: skip
     return {
-        "single_ms": {k: v * 1e3 for k, v in singles.items()},
+        "data": where, "single_ms": {k: v * 1e3 for k, v in singles.items()},
         "best_single": best, "split_ms": t_split * 1e3, "shares": d.shares,
         "speedup": ok[best] / t_split, "slowest_over_fastest_single": ratio,
         "reason": d.reason,
@@ -318,16 +343,19 @@ def main(argv: list[str] | None = None) -> int:
     parts = args.parts.split(",")
     try:
         if "regret" in parts:
-            report["regret"] = regret(args)
+            regret(args, report)
         if "split" in parts:
             report["split"] = split(args)
     except Exception:  # noqa: BLE001  (keep what was measured, and say what broke)
         report["error"] = traceback.format_exc()
         print(report["error"], file=sys.stderr)
     report["seconds"] = time.time() - t0
-    path = write_json(args.out or RESULTS / f"scheduler_{args.label}.json", report)
-    print(f"wrote {path}")
+    print(f"wrote {_save(args, report)}")
     return 1 if "error" in report else 0
+
+
+def _save(args: argparse.Namespace, report: dict[str, Any]) -> Path:
+    return write_json(args.out or RESULTS / f"scheduler_{args.label}.json", report)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,9 @@ def test_decisions_are_reused_and_counted():
     assert float(y.numpy()[0]) == 40.0
 
 
-def test_history_takes_over_from_the_roofline():
+def test_history_takes_over_from_the_roofline(monkeypatch):
+    numba = vg.get_device("numba")
+    monkeypatch.setattr(auto, "_available", lambda: [numba])  # (x must not move meanwhile)
     x, y = vg.ones(2048), vg.zeros(2048)
     for _ in range(3 * auto.HISTORY.trust_after):
         saxpy[2048](1.0, x, y, device="auto")
@@ -255,10 +257,10 @@ def test_big_work_goes_to_the_gpu_and_its_data_stays_there():
     cuda = _cuda()
     n = 1 << 26
     x, y = vg.ones(n), vg.zeros(n)  # in host memory
-    for _ in range(8):
+    for _ in range(12):  # the first launches stay on the host; repeated, the move pays
         saxpy[n](1.0, x, y, device="auto")
     assert x.device is cuda and y.device is cuda
-    assert float(y.numpy()[-1]) == 8.0
+    assert float(y.numpy()[-1]) == 12.0
     log = vg.scheduler.log()
     assert log.iloc[-1]["choice"] == "cuda:0" and "already resident" in log.iloc[-1]["reason"]
 

@@ -176,3 +176,16 @@ def test_auto_with_the_split_setting_gives_correct_results():
         for _ in range(2 * auto.HISTORY.trust_after):
             assert int(vg.sum(x)) == n
     assert vg.scheduler.log()["launches"].sum() >= 2 * auto.HISTORY.trust_after - 1
+
+
+@pytest.mark.usefixtures("restore_memory")
+def test_split_reads_a_host_tier_array_in_place(rng):
+    """An array larger than its device budget lives in the host tier: the split reads it
+    there (no move), and the result is exact."""
+    _two_devices()
+    vg.memory.configure(devices="numba", device="1MiB")
+    xh = rng.integers(-1000, 1000, 1 << 20).astype(np.int32)  # 4 MiB
+    x = vg.asarray(xh, device="numba")
+    assert x.tier == "host"
+    assert int(vg.sum(x, split=True)) == int(xh.astype(np.int64).sum())
+    assert x.tier == "host" and x.device.name == "numba"

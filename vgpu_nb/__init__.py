@@ -80,7 +80,7 @@ from .ops import (  # reductions, linalg, elementwise math (lazy, fused; kernel 
     where,
 )
 from .scheduler import calibrate
-from .telemetry import profile
+from .telemetry import profile, timeit
 
 __version__ = "0.1.0"
 
@@ -91,7 +91,7 @@ __all__ = [
     "ShapeMismatch", "UnknownDevice", "UnsupportedDType", "UnsupportedOnBackend", "VgpuError",
     "arange", "argmax", "argmin", "asarray", "bool", "default_device", "device", "devices",
     "dot", "dtypes", "empty", "errors", "f32", "f64", "full", "get_device", "i32", "i64",
-    "matmul", "max", "mean", "min", "norm", "ones", "prod", "profile", "std", "sum",
+    "matmul", "max", "mean", "min", "norm", "ones", "prod", "profile", "std", "sum", "timeit",
     "calibrate", "memory", "scheduler", "telemetry", "u32", "u64", "use", "var", "zeros",
     "Kernel", "KernelCompileError", "KernelError", "KernelRuntimeError", "KernelSyntaxError",
     "KernelTypeError", "ReductionFunction", "atomic_add", "atomic_max", "atomic_min", "func",

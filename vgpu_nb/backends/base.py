@@ -272,6 +272,10 @@ class Device(ABC):
         raise UnsupportedOnBackend(f"@vg.reduction is not implemented on {self.name} yet")
 
     # ---- timing --------------------------------------------------------------------
+    #: True where :meth:`start_timer` gives a device clock (GPUs); telemetry merges repeated
+    #: launches into runs only where the host clock is the device clock
+    device_clock: bool = False
+
     def start_timer(self) -> StopTimer | None:
         """Start a device clock for the next ops, or None when the host clock is the
         device clock (CPU backends)."""

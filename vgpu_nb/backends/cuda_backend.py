@@ -93,6 +93,7 @@ def open_device(info: DeviceInfo) -> CudaDevice:
 
 class CudaDevice(Device):
     backend = "cuda"
+    device_clock = True
 
     def __init__(self, info: DeviceInfo):
         super().__init__(info)

@@ -302,6 +302,7 @@ class WgpuDevice(Device):
     """A WebGPU device: buffers, cached compute pipelines, our reduction/matmul shaders."""
 
     backend = "wgpu"
+    device_clock = True
 
     def __init__(self, info: DeviceInfo, adapter: Any, features: Iterable[str] | None = None):
         super().__init__(info)

@@ -54,6 +54,9 @@ from ..scheduler.auto import stay as _auto_stay
 from ..scheduler.auto import timed as _auto_timed
 from ..telemetry import BUS, recorded
 from ..telemetry.records import LaunchRecord
+from ..telemetry.runs import MAX_COUNT as _RUN_MAX
+from ..telemetry.runs import MAX_SPAN_S as _RUN_SPAN
+from ..telemetry.runs import RUNS
 from . import builtins as kbuiltins
 from . import frontend, ir
 
@@ -152,6 +155,7 @@ class Kernel:
         self._direct: dict[Device, Callable[[tuple[int, ...], Any], None]] = {}
         self._launchers: dict[Any, _Launch] = {}
         self._fast: Callable[[tuple[Any, ...]], Any] = lambda args: None
+        self._tel: tuple[str, str, float, float] | None = None  # (see the ir property)
 
     def __repr__(self) -> str:
         return f"<vg.kernel {self.__name__}>"
@@ -165,6 +169,16 @@ class Kernel:
             self._fast = _fast_checker(self._specs)
             ir.sanitize(fn)
             self._ir = fn
+            c = ir.cost(fn)
+            if not c.estimated or (self.flops is not None and self.bytes is not None):
+                # the per-thread cost does not depend on the arguments: recorded launches
+                # need no cost analysis (telemetry's fast path)
+                dts = "/".join(sorted({s.dtype.name for s in self._specs if s.array}))
+                self._tel = (
+                    self.__name__, dts,
+                    self.flops if self.flops is not None else c.flops,
+                    self.bytes if self.bytes is not None else c.bytes,
+                )  # fmt: skip
         return self._ir
 
     # ---- code -------------------------------------------------------------------------
@@ -391,6 +405,7 @@ class Kernel:
             arrays,
             lambda d: d.kernel_unsupported(fn),
             language=True,
+            latency="enqueue_us",
         )
 
     def _splittable(self, dims: tuple[int, ...], args: Sequence[Any]) -> str | None:
@@ -429,7 +444,7 @@ class Kernel:
         written = ir.usage(self.ir).written
         specs = self._specs
 
-        def task(dev: Device, lo: int, hi: int, hosts: list[np.ndarray]) -> None:
+        def task(dev: Device, lo: int, hi: int, hosts: list[Any]) -> None:
             m = hi - lo
             ck = self._compile(dev)
             native: list[Any] = []
@@ -439,9 +454,9 @@ class Kernel:
                 if not s.array:
                     native.append(self._scalar(s, a))
                     continue
-                view = hosts[k][lo:hi]
+                view = hosts[k].view[lo:hi]
+                buf = hosts[k].share(dev, lo, hi)
                 k += 1
-                buf = view if dev.host_is_device else dev.from_numpy(view)
                 native.append((buf, (m,)))
                 if s.name in written and not dev.host_is_device:
                     back.append((buf, view, s.dtype))
@@ -450,7 +465,7 @@ class Kernel:
                 view[...] = dev.to_numpy(buf, (m,), dt)
             dev.sync()
 
-        _, d, ran = partition.run(work, dims[0], force, task, lambda parts: None)
+        _, d, ran = partition.run(work, dims[0], force, task, lambda parts: None, writes=True)
         if not ran:
             return self._run_auto(dims, args, record, may_split=False)
         if not (record or BUS.active):
@@ -579,14 +594,29 @@ class _Launch:
         if split:
             k._run_split(self.dims, args, force=True)
             return
-        if device is None and not BUS._subs and not AUTO[0]:
+        if device is None and not AUTO[0]:
             hit = k._fast(args)
             if hit is not None:
                 launch = k._direct.get(hit[1])
                 if launch is not None:
-                    if not self.empty:
+                    if not BUS._subs:
+                        if not self.empty:
+                            launch(self.dims, hit[0])
+                        return
+                    runs = RUNS
+                    if runs.key is self and runs.dev is hit[1]:  # one more in this run
                         launch(self.dims, hit[0])
-                    return
+                        runs.count = c = runs.count + 1
+                        if not c & 7:  # (the clock is read every 8th launch of a run)
+                            runs.last = t = _perf()
+                            runs.at = c
+                            if c >= _RUN_MAX or t - runs.first >= _RUN_SPAN:
+                                runs.flush()
+                        return
+                    tel = k._tel
+                    if tel is not None and not self.empty:  # recorded, without the slow path
+                        self._recorded(launch, hit[0], hit[1], tel)
+                        return
         elif not BUS._subs and (device == "auto" or (device is None and auto_requested())):
             # auto, and the decision in use keeps it where its arrays are: one lookup more
             hit = k._fast(args)
@@ -603,6 +633,35 @@ class _Launch:
                         return
                 hit = None  # (its buffers would pin the arrays: the scheduler may move them)
         k._run(self.dims, args, device)
+
+
+_EPOCH = time.time() - time.perf_counter()
+_perf = time.perf_counter
+
+
+def _recorded(self: _Launch, launch: Any, native: Any, dev: Device, tel: Any) -> None:
+    """A launch while someone listens: devices without a device clock add it to the run
+    in progress (:mod:`vgpu_nb.telemetry.runs`); GPUs get their own timed record."""
+    perf = time.perf_counter
+    if not dev.device_clock:  # a new run (the next identical launch extends it inline)
+        t0 = perf()
+        launch(self.dims, native)
+        RUNS.start(self, dev, tel, self.dims, t0, perf())
+        return
+    stop = dev.start_timer()
+    t0 = perf()
+    launch(self.dims, native)
+    host = perf() - t0
+    name, dtype, flops, nbytes = tel
+    n = math.prod(self.dims)
+    rec = LaunchRecord(name, dev.name, self.dims, dtype, int(nbytes * n), int(flops * n), host,
+                       _EPOCH + t0)  # fmt: skip
+    if stop is not None:
+        rec._device_timer = stop()
+    BUS.emit(rec)
+
+
+_Launch._recorded = _recorded  # type: ignore[attr-defined]
 
 
 def _fast_checker(specs: tuple[_Spec, ...]) -> Callable[[tuple[Any, ...]], Any]:
@@ -880,10 +939,10 @@ class ReductionFunction:
             lambda d: d.reduction_unsupported(red), language=True,
         )  # fmt: skip
 
-        def task(dev: Device, lo: int, hi: int, hosts: list[np.ndarray]) -> np.ndarray:
+        def task(dev: Device, lo: int, hi: int, hosts: list[Any]) -> np.ndarray:
             m = hi - lo
             cr = part_reduction(self, red, dev)
-            bufs = [h[lo:hi] if dev.host_is_device else dev.from_numpy(h[lo:hi]) for h in hosts]
+            bufs = [h.share(dev, lo, hi) for h in hosts]
             return np.asarray(dev.to_numpy(dev.run_reduction(cr, bufs, (m,), None), (), red.acc))
 
         def combine(parts: list[np.ndarray]) -> np.ndarray:

@@ -31,6 +31,7 @@ def matmul(a: Array, b: Array) -> Array:
                 "vg.matmul", key,
                 lambda: (2 * m * n * k, (m * k + k * n + m * n) * out.itemsize), (a, b),
                 lambda d: d.unsupported("matmul", (a.dtype, b.dtype), out), peak="matmul_gflops",
+                latency="enqueue_us",
             )  # fmt: skip
 
         return auto.route(key, (a, b), work, lambda d: _matmul_here(a, b))

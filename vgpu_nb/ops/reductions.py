@@ -173,9 +173,9 @@ def _reduce_split(op: str, x: Array, axis: Any, y: Array | None, force: bool) ->
     kind = _SPLITS[op]
     work = _reduce_work(op, x, y, inputs, out, acc)
 
-    def task(dev: Device, lo: int, hi: int, hosts: list[np.ndarray]) -> np.ndarray:
+    def task(dev: Device, lo: int, hi: int, hosts: list[Any]) -> np.ndarray:
         m = hi - lo
-        bufs = [h[lo:hi] if dev.host_is_device else dev.from_numpy(h[lo:hi]) for h in hosts]
+        bufs = [h.share(dev, lo, hi) for h in hosts]
         req = ReduceRequest(kind, bufs[0], (m,), x.dtype, None, acc, acc)
         if y is not None:
             req.y, req.y_dtype = bufs[1], y.dtype

@@ -67,6 +67,7 @@ class Work:
     unsupported: Callable[[Device], str | None]  # why a device cannot run it, or None
     language: bool = False  # kernel-language code (never on the NumPy device)
     peak: str = "gflops"  # the calibrated compute roof that applies (matmul_gflops)
+    latency: str = "launch_us"  # enqueue_us for asynchronous launches (kernels, matmul)
 
 
 class _Entry:
@@ -208,18 +209,28 @@ def _link(cal: Calibration, to_device: bool) -> float:
 
 
 def predict(
-    work: Work, cands: list[Device], flops: float, nbytes: float
+    work: Work, cands: list[Device], flops: float, nbytes: float, reuse: int = 1
 ) -> tuple[list[Prediction], dict[str, int], dict[str, float]]:
     """Per candidate: the corrected prediction (with transfers), bytes to move in, and the
-    bare roofline seconds (the history's reference)."""
+    bare roofline seconds (the history's reference). Moved operands stay where they go, so
+    their transfer is shared by the ``reuse`` launches expected to find them there."""
     preds, moved, roof = [], {}, {}
     for dev in cands:
         cal = calibration(dev)
-        base = roofline(cal, flops, nbytes, peak=work.peak)
+        base = roofline(cal, flops, nbytes, peak=work.peak, latency_field=work.latency)
         roof[dev.name] = base.seconds
         p = HISTORY.correct(work.key, base)
         move, transfer = 0, 0.0
         for a in work.arrays:
+            st = a._st
+            if st is not None and st.tier == "host" and st.buf is None:
+                # in host RAM (pinned when its device is CUDA): CPU devices read it where it
+                # is, its own device at the pinned link's speed, others at the pageable one
+                if not dev.host_is_device:
+                    pinned = a.device is dev and cal.h2d_pinned_gbps
+                    transfer += a.nbytes / (cal.h2d_pinned_gbps * 1e9) if pinned else (
+                        a.nbytes * _link(cal, to_device=True))  # fmt: skip
+                continue
             if a.device is not dev:
                 move += a.nbytes
                 src = a.device
@@ -228,6 +239,7 @@ def predict(
                 if not dev.host_is_device:
                     transfer += a.nbytes * _link(cal, to_device=True)
         moved[dev.name] = move
+        transfer /= reuse
         if transfer:
             parts = dict(p.parts, transfer=transfer)
             p = Prediction(p.device, p.seconds + transfer, p.source, p.samples, parts)
@@ -240,8 +252,15 @@ def _kinds(devs: Sequence[Device]) -> dict[str, str]:
 
 
 # ---- deciding -----------------------------------------------------------------------------------
-def decide(work: Work, policy: str) -> _Entry:
-    """Make (and log) a decision for ``work`` under ``policy``."""
+#: a moved operand's transfer is amortised over at most this many launches
+AMORTIZE = 16
+
+
+def decide(work: Work, policy: str, served: int = 0) -> _Entry:
+    """Make a decision for ``work`` under ``policy``. ``served``: launches this op already
+    ran with these operands where they are. An op launched again and again will likely be
+    launched again: moving its operands is charged to ``min(served + 1, AMORTIZE)``
+    launches (a first launch pays the whole move, so one-off ops never move for nothing)."""
     cands, why_not = candidates(work)
     if not cands:
         detail = "; ".join(f"{k}: {v}" for k, v in why_not.items()) or "no device available"
@@ -271,8 +290,11 @@ def decide(work: Work, policy: str) -> _Entry:
             )
         cands = [home]
     flops, nbytes = work.cost()
-    preds, moved, roof = predict(work, cands, flops, nbytes)
+    reuse = min(served + 1, AMORTIZE)
+    preds, moved, roof = predict(work, cands, flops, nbytes, reuse)
     d = choose(work.op, preds, _kinds(cands), policy, moved)
+    if reuse > 1 and moved.get(d.choice):
+        d.reason += f" (the move shared by {reuse} launches: this op runs again and again)"
     if pinned_to:
         d.reason += f"; an operand must stay on {home.name} ({stuck[home.name]})"
     dev = next(c for c in cands if c.name == d.choice)
@@ -296,7 +318,7 @@ def place(work: Work, policy: str) -> tuple[Device, _Entry]:
     ck = (work.key, policy, homes)
     ent = _ENTRIES.get(ck)
     if ent is None or ent.left <= 0:
-        old, ent = ent, decide(work, policy)
+        old, ent = ent, decide(work, policy, ent.count if ent is not None else 0)
         if old is not None and old.device is ent.device and old.decision.choice == ent.device.name:
             # the same choice again: one decision in the log, its figures brought up to date
             d, new = old.decision, ent.decision

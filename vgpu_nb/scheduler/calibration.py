@@ -42,7 +42,7 @@ import numpy as np
 FIELDS = ("launch_us", "enqueue_us", "read_gbps", "copy_gbps", "gflops", "matmul_gflops",
           "h2d_pinned_gbps", "d2h_pinned_gbps", "h2d_pageable_gbps",
           "d2h_pageable_gbps")  # fmt: skip
-VERSION = 2  # bump when what is measured changes: old cache files are then ignored
+VERSION = 3  # bump when what is measured changes: old cache files are then ignored
 
 
 @dataclass
@@ -125,10 +125,11 @@ def _sizes(dev: Any, scale: float) -> dict[str, int]:
 
 
 def _best(fn: Callable[[], Any], sync: Callable[[], None], repeat: int) -> float:
-    """Best wall time of ``fn`` (followed by ``sync``) over ``repeat`` runs, after one
-    warm-up run (compiles, first-touch)."""
-    fn()
-    sync()
+    """Best wall time of ``fn`` (followed by ``sync``) over ``repeat`` runs, after two
+    warm-up runs (compiles, first touch, thread pools starting)."""
+    for _ in range(2):
+        fn()
+        sync()
     best = math.inf
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -163,9 +164,10 @@ def measure(dev: Any, scale: float = 1.0, repeat: int = 3, progress: Any = None)
     enqueue = _best(many, sync, repeat) / n_enq
     step()
 
-    read_gbps = _read_gbps(dev, sizes["read"], repeat)
+    # (bandwidths: more runs — a cold thread pool or page faults make early runs slow)
+    read_gbps = _read_gbps(dev, sizes["read"], repeat + 4)
     step()
-    copy_gbps = _copy_gbps(dev, k["copy"], sizes["copy"], repeat)
+    copy_gbps = _copy_gbps(dev, k["copy"], sizes["copy"], repeat + 4)
     step()
     if dev.backend == "numpy":
         gflops = _numpy_gflops(sizes["fma"], repeat)

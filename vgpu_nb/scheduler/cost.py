@@ -40,12 +40,19 @@ class Prediction:
 
 
 def roofline(
-    cal: Calibration, flops: float, nbytes: float, h2d_bytes: float = 0.0, peak: str = "gflops"
+    cal: Calibration,
+    flops: float,
+    nbytes: float,
+    h2d_bytes: float = 0.0,
+    peak: str = "gflops",
+    latency_field: str = "launch_us",
 ) -> Prediction:
     """Latency + the slower of compute and memory + moving non-resident operands in.
     ``peak``: the calibrated compute roof that applies (``"matmul_gflops"`` for matrix
-    products, which BLAS runs far above a plain kernel's FMA rate on CPUs)."""
-    latency = cal.launch_us * 1e-6
+    products, which BLAS runs far above a plain kernel's FMA rate on CPUs). ``latency_field``:
+    ``"launch_us"`` (launched and waited for: ops whose result is read, like reductions)
+    or ``"enqueue_us"`` (asynchronous launches in a stream: kernels, matmul)."""
+    latency = (getattr(cal, latency_field, None) or cal.launch_us) * 1e-6
     gflops = getattr(cal, peak, None) or cal.gflops
     compute = flops / (gflops * 1e9) if flops and gflops else 0.0
     memory = nbytes / (cal.read_gbps * 1e9) if nbytes and cal.read_gbps else 0.0

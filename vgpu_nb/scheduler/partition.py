@@ -147,14 +147,47 @@ def execute(
     return out
 
 
-def host_operands(work: auto.Work) -> list[np.ndarray]:
-    """The operands' memory in host RAM (moved to the home device first if elsewhere)."""
-    from ..array import migrate
+class Hosted:
+    """One operand in host RAM: ``view`` (flat), and the device whose host tier it is
+    (pinned there, so that device copies its share in at link speed), if any."""
+
+    __slots__ = ("view", "pinned_on")
+
+    def __init__(self, view: np.ndarray, pinned_on: Device | None):
+        self.view, self.pinned_on = view, pinned_on
+
+    def share(self, dev: Device, lo: int, hi: int) -> Any:
+        """Elements ``[lo, hi)`` as a buffer of ``dev``: in place on CPU devices, a DMA
+        from pinned memory on the operand's own GPU, a staged copy elsewhere."""
+        v = self.view[lo:hi]
+        if dev.host_is_device:
+            return v
+        if dev is self.pinned_on:
+            return dev.from_host_tier(v)
+        return dev.from_numpy(v)
+
+
+def host_operands(work: auto.Work, writes: bool = False) -> list[Hosted]:
+    """The operands' memory in host RAM: arrays of CPU devices in place, arrays spilled to
+    their device's host tier in place (held there meanwhile), anything else moved to the
+    home device first."""
+    from ..array import Array, migrate
     from ..devices import HOME, get_device
+    from ..memory.manager import HOST, MEM
 
     home = get_device(HOME)
-    views = []
+    out = []
     for a in work.arrays:
+        st = a._st
+        if type(a) is not Array and st.tier == HOST and st.host is not None:
+            if writes and st.path is not None:
+                raise DeviceUnavailable(
+                    f"{work.op}: split cannot write an array that also has a copy on disk",
+                    fix="launch without split=True",
+                )
+            MEM.hold(st)
+            out.append(Hosted(st.host.reshape(-1), a.device))
+            continue
         if not a.device.host_is_device:
             why = auto._stuck(a)
             if why:
@@ -164,28 +197,42 @@ def host_operands(work: auto.Work) -> list[np.ndarray]:
                     fix="launch without split=True, or free the NumPy views of it",
                 )
             migrate(a, home)
-        views.append(a.numpy().reshape(-1))
-    return views
+        out.append(Hosted(a.numpy().reshape(-1), None))
+    return out
+
+
+def _release(work: auto.Work) -> None:
+    from ..array import Array
+    from ..memory.manager import MEM
+
+    for a in work.arrays:
+        if type(a) is not Array and a._st is not None and a._st in MEM._moving:
+            MEM.unhold(a._st)
 
 
 def _execute_on_host(
     work: auto.Work,
     parts: list[tuple[Device, int, int]],
-    task: Callable[[Device, int, int, list[np.ndarray]], Any],
+    task: Callable[[Device, int, int, list[Hosted]], Any],
     combine: Callable[[list[Any]], Any],
+    writes: bool,
 ) -> Any:
     """The shares, on views of the operands' host memory (released on return: a view held
     on would pin the arrays where they are, see ``auto._stuck``)."""
-    hosts = host_operands(work)
-    return combine(execute(parts, lambda dev, lo, hi: task(dev, lo, hi, hosts)))
+    hosts = host_operands(work, writes)
+    try:
+        return combine(execute(parts, lambda dev, lo, hi: task(dev, lo, hi, hosts)))
+    finally:
+        _release(work)
 
 
 def run(
     work: auto.Work,
     n: int,
     force: bool,
-    task: Callable[[Device, int, int, list[np.ndarray]], Any],
+    task: Callable[[Device, int, int, list[Hosted]], Any],
     combine: Callable[[list[Any]], Any],
+    writes: bool = False,
 ) -> tuple[Any, Decision, bool]:
     """Plan (or reuse the plan in use for this op and size), run ``task(dev, lo, hi,
     host views of the operands)`` per share and
@@ -198,19 +245,23 @@ def run(
     hit = _PLANS.get(ck)
     if hit is None or hit[2] <= 0:
         fractions, d = plan(work, force, policy)
-        if len(fractions) < 2 and not force:
-            return None, d, False  # one device: the caller places it as any auto op
-        record(d)
         if len(_PLANS) >= 1024:
             _PLANS.clear()
+        single = len(fractions) < 2 and not force
+        if not single:
+            record(d)
         left = auto.RECHECK if len(fractions) < 2 else auto.HISTORY.trust_after
     else:
         fractions, d, left = hit
-        d.launches += 1
+        single = len(fractions) < 2 and not force
+        if not single:
+            d.launches += 1
     _PLANS[ck] = (fractions, d, left - 1)
+    if single:  # one device: the caller places it as any auto op (and logs that decision)
+        return None, d, False
     parts = bounds(n, fractions)
     t0 = time.perf_counter()
-    out = _execute_on_host(work, parts, task, combine)
+    out = _execute_on_host(work, parts, task, combine, writes)
     dt = time.perf_counter() - t0
     d.observe(dt)
     if len(fractions) > 1:

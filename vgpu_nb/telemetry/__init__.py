@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .bus import BUS, EventBus, Subscription
 from .profile import Profile, profile
-from .records import LaunchRecord, MemoryEvent, OpRecord
+from .records import LaunchRecord, MemoryEvent, OpRecord, roofline_pct
+from .runs import RUNS
+from .timeit import TimeitSummary, timeit
 
 if TYPE_CHECKING:
     from ..backends.base import Device
@@ -23,9 +25,22 @@ __all__ = [
     "OpRecord",
     "Profile",
     "Subscription",
+    "TimeitSummary",
+    "flush",
     "profile",
     "recorded",
+    "roofline_pct",
+    "timeit",
 ]
+
+
+def flush() -> None:
+    """Emit what the bus holds back: a run of identical launches in progress (see
+    :mod:`.runs`). Profiles and ``timeit`` flush when they stop listening."""
+    BUS.flush()
+
+
+_ = RUNS  # (registered with the bus on import)
 
 
 def recorded(

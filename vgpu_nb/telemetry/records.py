@@ -6,12 +6,35 @@ when someone asks (``rec.device_s``), so recording never forces a host↔device 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 _UNRESOLVED = object()
+
+
+def roofline_pct(
+    nbytes: float, flops: float, seconds: float, cal: Any, op: str | None = None
+) -> float:
+    """Percent of ``cal``'s roofline (a :class:`~vgpu_nb.scheduler.calibration.Calibration`)
+    an op reached: 100 · achieved GFLOPS / min(peak GFLOPS, read GB/s · flops/bytes).
+
+    That is the same as 100 · max(GFLOPS / peak GFLOPS, GB/s / read GB/s), the form used
+    here because it also covers ops without flops (a copy is judged on bandwidth alone).
+    NaN when there is no calibration, no bytes or no measured time. Matrix products
+    (``op="matmul"``) are judged against the calibrated matmul peak (BLAS, cuBLAS), far
+    above a plain kernel's FMA rate on CPUs."""
+    if cal is None or nbytes <= 0 or not seconds > 0:
+        return math.nan
+    fracs = []
+    if cal.read_gbps > 0:
+        fracs.append(nbytes / seconds / 1e9 / cal.read_gbps)
+    peak = (getattr(cal, "matmul_gflops", None) if op == "matmul" else None) or cal.gflops
+    if flops > 0 and peak > 0:
+        fracs.append(flops / seconds / 1e9 / peak)
+    return 100.0 * max(fracs) if fracs else math.nan
 
 
 @dataclass(eq=False)
@@ -77,6 +100,7 @@ class LaunchRecord(OpRecord):
     compile_s: float = 0.0  # generating + compiling + loading, on the first launch
     cache_hit: bool = True  # served by the kernel cache (memory or disk)
     estimated: bool = False  # flops/bytes include loops with unknown trip counts
+    count: int = 1  # identical launches in a row merged into this record (a run)
 
     @property
     def where(self) -> str:
@@ -85,7 +109,7 @@ class LaunchRecord(OpRecord):
     def as_dict(self) -> dict[str, Any]:
         d = super().as_dict()
         d.update(compile_ms=self.compile_s * 1e3, cache_hit=self.cache_hit,
-                 estimated=self.estimated)  # fmt: skip
+                 estimated=self.estimated, count=self.count)  # fmt: skip
         return d
 
     def __repr__(self) -> str:
