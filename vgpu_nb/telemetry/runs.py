@@ -8,8 +8,9 @@ per-thread cost known from the IR alone) form a *run*: the launch path bumps a c
 and reads the clock every 8th launch; the run becomes one ``LaunchRecord`` with ``count``
 launches, total bytes and flops, and its wall time (from its first launch's start to the
 last clock reading, scaled to all its launches) when it ends: another op is recorded,
-the run reaches :data:`MAX_COUNT` launches or :data:`MAX_SPAN_S` seconds (so live charts keep moving), or someone flushes the bus
-(profiles and ``timeit`` do when they stop listening, ``vg.telemetry.flush()`` does).
+the run reaches :data:`MAX_COUNT` launches or :data:`MAX_SPAN_S` seconds (so live charts
+keep moving), or someone flushes the bus (profiles and ``timeit`` do when they stop
+listening, ``vg.telemetry.flush()`` does).
 
 Only devices without a device clock (numpy, numba: their host time is their device time)
 form runs; GPU launches are recorded one by one with device timers.
