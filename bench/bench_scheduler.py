@@ -11,8 +11,9 @@ sizes 10^2 … 10^``--max-exp``:
   a device is skipped at a size where its time at the previous size, scaled by the size
   ratio, exceeds ``--cap`` seconds per call (it cannot be the oracle there);
 * **auto** starts from data in host memory (``vg.use("auto")``'s home, numba), with a
-  fresh scheduler (no history): ``--learn`` calls first (deciding, moving the data,
-  measuring until the history is trusted) are timed as ``cold``; then the same number of
+  fresh scheduler (no history): ``--learn`` calls first (deciding, measuring until the
+  history is trusted, moving the data once staying has cost as much as the move — ski
+  rental) are timed as ``cold``; then the same number of
   calls as the oracle's are timed as ``steady``.
 
 Per-call times are the median of 3 rounds of R calls (R grows until a round takes about
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--matmul-max-exp", type=int, default=7)
     ap.add_argument("--cap", type=float, default=2.0, help="skip a device beyond s per call")
     ap.add_argument("--round", type=float, default=0.2, help="seconds per timing round")
-    ap.add_argument("--learn", type=int, default=16, help="auto calls before timing")
+    ap.add_argument("--learn", type=int, default=64, help="auto calls before timing")
     ap.add_argument("--split-exp", type=int, default=24, help="split over 2^k elements")
     ap.add_argument("--split-runs", type=int, default=7)
     ap.add_argument("--parts", default="regret,split")
@@ -342,10 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     parts = args.parts.split(",")
     try:
-        if "regret" in parts:
-            regret(args, report)
-        if "split" in parts:
-            report["split"] = split(args)
+        for part in parts:  # (in the order given: what comes first survives a timeout)
+            if part == "regret":
+                regret(args, report)
+            elif part == "split":
+                report["split"] = split(args)
+                _save(args, report)
     except Exception:  # noqa: BLE001  (keep what was measured, and say what broke)
         report["error"] = traceback.format_exc()
         print(report["error"], file=sys.stderr)

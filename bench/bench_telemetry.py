@@ -93,7 +93,8 @@ def make_contenders(dev: Any, n: int, k: int) -> dict[str, Callable[[], float]]:
         d: collections.deque[Any] = collections.deque(maxlen=1000)
         with BUS.subscribe(d.append):
             t = loop()
-        assert sum(getattr(r, "count", 1) for r in d) == k  # (runs: a few records)
+        seen = sum(getattr(r, "count", 1) for r in d)  # (runs on CPU devices: a few records)
+        assert seen == k or len(d) == 1000, seen
         return t
 
     def floor() -> float:

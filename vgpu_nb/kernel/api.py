@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import scheduler as _SCHED
 from ..array import Array, _Spilled
 from ..backends.base import CompiledKernel, Device
 from ..devices import AUTO, auto_requested, default_device, get_device
@@ -50,6 +51,9 @@ from ..errors import (
 )
 from ..memory.manager import _now
 from ..memory.stream import streaming
+from ..scheduler import auto as _auto
+from ..scheduler import current_policy as _current_policy
+from ..scheduler import partition as _partition
 from ..scheduler.auto import stay as _auto_stay
 from ..scheduler.auto import timed as _auto_timed
 from ..telemetry import BUS, recorded
@@ -256,7 +260,7 @@ class Kernel:
         return self._run(dims, args, device, record=True)  # type: ignore[return-value]
 
     def _args(
-        self, args: Sequence[Any], same_device: bool = True
+        self, args: Sequence[Any], same_device: bool = True, native: bool = True
     ) -> tuple[list[Any], Device | None]:
         specs = self._specs
         if len(args) != len(specs):
@@ -283,8 +287,9 @@ class Kernel:
                         f"but earlier arrays are on {dev.name}",
                         fix=f"move it explicitly: {s.name} = {s.name}.to({dev.name!r})",
                     )
-                out.append((a._buf, a.shape))
-                a._st.last = _now()  # LRU: a use
+                if native:  # (reading _buf brings a spilled array back)
+                    out.append((a._buf, a.shape))
+                    a._st.last = _now()  # LRU: a use
             else:
                 out.append(self._scalar(s, a))
         return out, dev
@@ -338,9 +343,7 @@ class Kernel:
     ) -> LaunchRecord | None:
         fn = self.ir
         if device == "auto" or (device is None and AUTO[0] and auto_requested()):
-            from ..scheduler import auto
-
-            if not auto.inside():
+            if not _auto.inside():
                 return self._run_auto(dims, args, record)
             device = None
         if any(type(a) is _Spilled for a in args):
@@ -379,26 +382,21 @@ class Kernel:
         self, dims: tuple[int, ...], args: Sequence[Any], record: bool, may_split: bool = True
     ) -> LaunchRecord | None:
         """``device="auto"``: the scheduler picks the device and moves the arrays there."""
-        from .. import scheduler
-        from ..scheduler import auto, current_policy
-
-        self._args(args, same_device=False)  # the precise errors, before anything moves
+        self._args(args, same_device=False, native=False)  # (precise errors, nothing moved)
         arrays = [a for s, a in zip(self._specs, args, strict=True) if s.array]
         if (
             may_split
-            and scheduler.split
+            and _SCHED.split
             and math.prod(dims) >= SPLIT_MIN
             and self._splittable(dims, args) is None
         ):
             return self._run_split(dims, args, force=False, record=record)
         work = self._work(dims, args, arrays)
-        return auto.run(work, current_policy(), lambda d: self._run(dims, args, d, record))
+        return _auto.run(work, _current_policy(), lambda d: self._run(dims, args, d, record))
 
     def _work(self, dims: tuple[int, ...], args: Sequence[Any], arrays: list[Array]) -> Any:
-        from ..scheduler import auto
-
         fn = self.ir
-        return auto.Work(
+        return _auto.Work(
             self.__name__,
             (self, math.prod(dims).bit_length()),
             lambda: self._cost(dims, args)[:2],
@@ -427,9 +425,7 @@ class Kernel:
         self, dims: tuple[int, ...], args: Sequence[Any], force: bool, record: bool = False
     ) -> LaunchRecord | None:
         """Spread the launch over several devices (:mod:`vgpu_nb.scheduler.partition`)."""
-        from ..scheduler import partition
-
-        self._args(args, same_device=False)
+        self._args(args, same_device=False, native=False)
         why = self._splittable(dims, args)
         if why:
             if not force:
@@ -465,7 +461,7 @@ class Kernel:
                 view[...] = dev.to_numpy(buf, (m,), dt)
             dev.sync()
 
-        _, d, ran = partition.run(work, dims[0], force, task, lambda parts: None, writes=True)
+        _, d, ran = _partition.run(work, dims[0], force, task, lambda parts: None, writes=True)
         if not ran:
             return self._run_auto(dims, args, record, may_split=False)
         if not (record or BUS.active):
@@ -898,12 +894,9 @@ class ReductionFunction:
         if split:
             return self._call_split(arrays, axis, force=True)
         if AUTO[0] and auto_requested():
-            from .. import scheduler
-            from ..scheduler import auto
-
-            if not auto.inside() and arrays and all(isinstance(a, Array) for a in arrays):
+            if not _auto.inside() and arrays and all(isinstance(a, Array) for a in arrays):
                 if (
-                    scheduler.split
+                    _SCHED.split
                     and axis is None
                     and arrays[0].size >= SPLIT_MIN
                     and all(type(a) is Array for a in arrays)
@@ -916,7 +909,6 @@ class ReductionFunction:
         """Shares on several devices (:mod:`vgpu_nb.scheduler.partition`), partials folded with
         the reduction's own combine and post, as a streamed reduction folds its chunks."""
         from ..ops.streamed import _result, finish_custom, part_reduction
-        from ..scheduler import auto, partition
 
         if axis is not None:
             raise CannotSplit(
@@ -933,7 +925,7 @@ class ReductionFunction:
         dtypes = tuple(a.dtype for a in arrays)
         red = self.specialize(dtypes)
         c = ir.cost(red.map)
-        work = auto.Work(
+        work = _auto.Work(
             self.__name__, (self, dtypes, None, n.bit_length()),
             lambda: ((c.flops + 1) * n, sum(a.nbytes for a in arrays)), arrays,
             lambda d: d.reduction_unsupported(red), language=True,
@@ -948,31 +940,27 @@ class ReductionFunction:
         def combine(parts: list[np.ndarray]) -> np.ndarray:
             return finish_custom(red, np.stack(parts).reshape(1, -1), 1, n)
 
-        res, _, ran = partition.run(work, n, force, task, combine)
+        res, _, ran = _partition.run(work, n, force, task, combine)
         if not ran:
             return self._call_auto(arrays, axis)
         return _result(arrays[0].device, np.asarray(res), ())
 
     def _call_auto(self, arrays: tuple[Array, ...], axis: Any) -> Array:
         """Under ``auto``: the scheduler picks the device (and moves the arrays there)."""
-        from ..scheduler import auto
+        a0 = arrays[0]
+        dtypes = (a0.dtype,) if len(arrays) == 1 else tuple(a.dtype for a in arrays)
+        key = (self, dtypes, axis, a0.size.bit_length())
 
-        dtypes = tuple(a.dtype for a in arrays)
-        red = self.specialize(dtypes)
-        key = (self, dtypes, axis, arrays[0].size.bit_length())
-
-        def cost() -> tuple[float, float]:
+        def work() -> _auto.Work:
+            red = self.specialize(dtypes)
             c = ir.cost(red.map)
-            n = arrays[0].size
-            return (c.flops + 1) * n, sum(a.nbytes for a in arrays)
-
-        def work() -> auto.Work:
-            return auto.Work(
-                self.__name__, key, cost, arrays, lambda d: d.reduction_unsupported(red),
-                language=True,
+            n = a0.size
+            return _auto.Work(
+                self.__name__, key, lambda: ((c.flops + 1) * n, sum(a.nbytes for a in arrays)),
+                arrays, lambda d: d.reduction_unsupported(red), language=True, readback=True,
             )  # fmt: skip
 
-        return auto.route(key, arrays, work, lambda d: self._call_here(arrays, axis))
+        return _auto.route(key, arrays, work, lambda d: self._call_here(arrays, axis), True)
 
     def _call_here(self, arrays: tuple[Any, ...], axis: Any) -> Array:
         if len(arrays) != self._nin:

@@ -206,7 +206,7 @@ def _reduce_work(
     nbytes = passes * x.nbytes + (y.nbytes if y is not None else 0)
     return auto.Work(
         f"vg.{op}", key, lambda: (flops * x.size, nbytes), arrays,
-        lambda d: d.unsupported(op, inputs, out, acc),
+        lambda d: d.unsupported(op, inputs, out, acc), readback=True,
     )  # fmt: skip
 
 
@@ -222,6 +222,7 @@ def _reduce_auto(op: str, x: Array, axis: Any, ddof: int, y: Array | None) -> Ar
         arrays,
         lambda: _reduce_work(op, x, y, inputs, out, acc, axis),
         lambda d: _reduce_here(op, x, axis, ddof=ddof, y=y),
+        readback=True,
     )
 
 

@@ -24,7 +24,8 @@ support it. :func:`run` then
 
 A decision is reused for the same op, size bucket, operand devices and policy — that is
 what keeps ``auto`` within a few percent of a hand-placed launch — and re-made when the
-chosen device's history becomes trusted, then every :data:`RECHECK` launches. The log shows
+chosen device's history becomes trusted, then after as many launches again as it served
+so far (at most :data:`MAX_RECHECK`). The log shows
 each decision once with the number of launches it served and their mean measured time.
 """
 
@@ -49,7 +50,8 @@ from .policy import Decision, choose
 
 HISTORY = History()
 SAMPLE_EVERY = 32  # once trusted, one launch in this many is measured
-RECHECK = 64  # launches served by one decision before it is made again
+RECHECK = 64  # launches between re-plans of a split
+MAX_RECHECK = 4096  # the longest a decision serves before it is made again
 
 #: set while a scheduled op runs, so that the op's own code does not schedule again
 _INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("vg_auto_inside", default=False)
@@ -68,6 +70,7 @@ class Work:
     language: bool = False  # kernel-language code (never on the NumPy device)
     peak: str = "gflops"  # the calibrated compute roof that applies (matmul_gflops)
     latency: str = "launch_us"  # enqueue_us for asynchronous launches (kernels, matmul)
+    readback: bool = False  # its result is read (reductions): measured launches read it too
 
 
 class _Entry:
@@ -114,11 +117,14 @@ def observe(key: tuple[Any, ...], dev: Device, seconds: float) -> None:
         ent.decision.observe(seconds)
 
 
-def timed(key: tuple[Any, ...], dev: Device, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` synchronised and timed, and :func:`observe` it."""
+def timed(key: tuple[Any, ...], dev: Device, fn: Callable[[], Any], readback: bool = False) -> Any:
+    """Run ``fn`` synchronised and timed (with reading its result back, for ops whose
+    result is read, like reductions), and :func:`observe` it."""
     dev.sync()
     t0 = time.perf_counter()
     out = fn()
+    if readback and out is not None:
+        out.numpy()
     dev.sync()
     observe(key, dev, time.perf_counter() - t0)
     return out
@@ -252,15 +258,13 @@ def _kinds(devs: Sequence[Device]) -> dict[str, str]:
 
 
 # ---- deciding -----------------------------------------------------------------------------------
-#: a moved operand's transfer is amortised over at most this many launches
-AMORTIZE = 16
-
-
 def decide(work: Work, policy: str, served: int = 0) -> _Entry:
     """Make a decision for ``work`` under ``policy``. ``served``: launches this op already
-    ran with these operands where they are. An op launched again and again will likely be
-    launched again: moving its operands is charged to ``min(served + 1, AMORTIZE)``
-    launches (a first launch pays the whole move, so one-off ops never move for nothing)."""
+    ran with these operands where they are. Moving operands is charged to ``served + 1``
+    launches — ski rental: stay (rent) until what staying has cost over the faster device
+    reaches the price of the move, then move (buy). A first launch pays the whole move, so
+    a one-off op never moves for nothing, and an op repeated N times never pays more than
+    about twice what placing it right from the start would have cost."""
     cands, why_not = candidates(work)
     if not cands:
         detail = "; ".join(f"{k}: {v}" for k, v in why_not.items()) or "no device available"
@@ -290,16 +294,15 @@ def decide(work: Work, policy: str, served: int = 0) -> _Entry:
             )
         cands = [home]
     flops, nbytes = work.cost()
-    reuse = min(served + 1, AMORTIZE)
+    reuse = served + 1
     preds, moved, roof = predict(work, cands, flops, nbytes, reuse)
     d = choose(work.op, preds, _kinds(cands), policy, moved)
     if reuse > 1 and moved.get(d.choice):
-        d.reason += f" (the move shared by {reuse} launches: this op runs again and again)"
+        d.reason += f" (shared by the {reuse} launches so far: this op keeps coming back)"
     if pinned_to:
         d.reason += f"; an operand must stay on {home.name} ({stuck[home.name]})"
     dev = next(c for c in cands if c.name == d.choice)
-    trusted = HISTORY.samples(work.key, dev.name) >= HISTORY.trust_after
-    return _Entry(dev, d, roof, RECHECK if trusted else HISTORY.trust_after)
+    return _Entry(dev, d, roof, HISTORY.trust_after)
 
 
 def _move(work: Work, dev: Device) -> None:
@@ -325,8 +328,9 @@ def place(work: Work, policy: str) -> tuple[Device, _Entry]:
             d.candidates, d.reason, d.moved = new.candidates, new.reason, new.moved
             ent.decision, ent.count = d, old.count
             ent.warm = old.warm
-            if old.left <= 0 and old.count >= RECHECK:  # stable: check less and less often
-                ent.left = min(4096, max(ent.left, 2 * old.count))
+            # stable: decide again after as many launches as so far (a move that starts to
+            # pay is seen within 2x; a settled op is checked less and less often)
+            ent.left = min(MAX_RECHECK, max(ent.left, old.count))
         else:
             record(ent.decision)
         with _lock:
@@ -364,6 +368,8 @@ def run(work: Work, policy: str, fn: Callable[[Device], Any]) -> Any:
         dev.sync()
         t0 = time.perf_counter()
         out = fn(dev)
+        if work.readback and out is not None:
+            out.numpy()
         dev.sync()
         dt = time.perf_counter() - t0
     finally:
@@ -378,28 +384,35 @@ def route(
     arrays: Sequence[Any],
     work: Callable[[], Work],
     fn: Callable[[Device], Any],
+    readback: bool = False,
 ) -> Any:
     """An op under ``auto``: ``fn(device)`` runs it on ``device`` (its operands there,
     without asking the scheduler again); ``work()`` describes it when a decision is needed."""
     dev = arrays[0].device if arrays else None
-    if dev is not None and all(type(a) is _ARRAY and a.device is dev for a in arrays):
-        how = stay(key, dev)
+    here = dev is not None
+    for a in arrays:
+        if type(a) is not _ARRAY or a.device is not dev:
+            here = False
+            break
+    if here:
+        how = stay(key, dev)  # type: ignore[arg-type]
         if how == 1:
             return fn(dev)
         if how == 2:
-            return timed(key, dev, lambda: fn(dev))
+            return timed(key, dev, lambda: fn(dev), readback)
     return run(work(), current_policy(), fn)
 
 
 def reset() -> None:
     """Forget every decision in use and every history (tests, or after re-calibrating)."""
     global HISTORY
-    from .partition import _PLANS
+    from .partition import _PLANS, _RATES
 
     with _lock:
         _ENTRIES.clear()
         _STAY.clear()
         _PLANS.clear()
+        _RATES.clear()
         _WARMED.clear()
         HISTORY = History()
 

@@ -40,6 +40,10 @@ from .log import record
 from .policy import Decision, _ms
 
 HAND_OFF_S = 100e-6  # cost of one more device: a thread hand-off and its own launch
+#: (op key, device) → seconds per element its share took in the last splits (a moving
+#: average): shares are rebalanced by what devices really do side by side (two devices
+#: sharing cores or memory bandwidth run slower together than alone)
+_RATES: dict[tuple[Any, str], float] = {}
 #: plans in use, per (op key, policy, forced): (fractions, decision, uses left)
 _PLANS: dict[tuple[Any, ...], tuple[list[tuple[Device, float]], Decision, int]] = {}
 _POOL: ThreadPoolExecutor | None = None
@@ -65,6 +69,11 @@ def plan(work: auto.Work, force: bool, policy: str) -> tuple[list[tuple[Device, 
     by_name = {d.name: d for d in cands}
     lat = {p.device: p.parts.get("latency", 0.0) for p in preds}
     per = {p.device: max(p.seconds - lat[p.device], 1e-12) for p in preds}  # whole op, no latency
+    n = _elements(work)
+    for name in per:  # what each device's share really took in earlier splits, per element
+        rate = _RATES.get((work.key, name))
+        if rate is not None and n:
+            per[name] = rate * n
     order = sorted(preds, key=lambda p: per[p.device])
     best_single = min(preds, key=lambda p: p.seconds)
 
@@ -127,9 +136,23 @@ def bounds(n: int, fractions: Sequence[tuple[Device, float]]) -> list[tuple[Devi
 
 
 def execute(
-    parts: list[tuple[Device, int, int]], task: Callable[[Device, int, int], Any]
+    parts: list[tuple[Device, int, int]],
+    task: Callable[[Device, int, int], Any],
+    seconds: list[float] | None = None,
 ) -> list[Any]:
-    """``task(dev, lo, hi)`` for every share, concurrently; results in share order."""
+    """``task(dev, lo, hi)`` for every share, concurrently; results in share order (and,
+    in ``seconds``, how long each share took)."""
+    if seconds is not None:
+        seconds[:] = [0.0] * len(parts)
+        inner = task
+
+        def task(dev: Device, lo: int, hi: int) -> Any:  # type: ignore[no-redef]
+            t0 = time.perf_counter()
+            out = inner(dev, lo, hi)
+            dev.sync()
+            seconds[next(k for k, p in enumerate(parts) if p[1] == lo)] = time.perf_counter() - t0
+            return out
+
     futures: list[Any] = []
     local: list[tuple[int, Device, int, int]] = []
     for k, (dev, lo, hi) in enumerate(parts):
@@ -220,10 +243,24 @@ def _execute_on_host(
     """The shares, on views of the operands' host memory (released on return: a view held
     on would pin the arrays where they are, see ``auto._stuck``)."""
     hosts = host_operands(work, writes)
+    seconds: list[float] = []
     try:
-        return combine(execute(parts, lambda dev, lo, hi: task(dev, lo, hi, hosts)))
+        out = combine(execute(parts, lambda dev, lo, hi: task(dev, lo, hi, hosts), seconds))
     finally:
         _release(work)
+    for (dev, lo, hi), t in zip(parts, seconds, strict=True):
+        if t > 0:
+            key = (work.key, dev.name)
+            old = _RATES.get(key)
+            rate = t / (hi - lo)
+            _RATES[key] = rate if old is None else 0.5 * (old + rate)
+    if len(_RATES) > 4096:
+        _RATES.clear()
+    return out
+
+
+def _elements(work: auto.Work) -> int:
+    return max((a.size for a in work.arrays), default=0)
 
 
 def run(
@@ -250,7 +287,9 @@ def run(
         single = len(fractions) < 2 and not force
         if not single:
             record(d)
-        left = auto.RECHECK if len(fractions) < 2 else auto.HISTORY.trust_after
+        # a first split is re-planned at once, with the shares' measured speeds
+        first = not any((work.key, dev.name) in _RATES for dev, _ in fractions)
+        left = auto.RECHECK if len(fractions) < 2 else 1 if first else auto.HISTORY.trust_after
     else:
         fractions, d, left = hit
         single = len(fractions) < 2 and not force
