@@ -16,7 +16,9 @@ sizes 10^2 … 10^``--max-exp``:
   rental) are timed as ``cold``; then the same number of
   calls as the oracle's are timed as ``steady``.
 
-Per-call times are the median of 3 rounds of R calls (R grows until a round takes about
+Each device's timing, and auto's, starts after ``--pause`` idle seconds (a device's worker
+threads may spin for a while after its work, slowing the next contender on a small
+machine). Per-call times are the median of 3 rounds of R calls (R grows until a round takes about
 ``--round`` seconds). Regret = auto steady / oracle per size; the total regret is the sum
 over sizes of auto's per-call times over the sum of the oracle's (each size weighted by
 one call). Target ≤ 1.10. Every result is checked against NumPy.
@@ -152,6 +154,7 @@ def regret(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
             times: dict[str, Any] = {}
             reps_oracle = 1
             for d in devs:
+                time.sleep(args.pause)
                 if d.name in prev and prev[d.name] * 10 > args.cap:
                     times[d.name] = f"skipped: ~{prev[d.name] * 10:.3g} s per call"
                     prev[d.name] = prev[d.name] * 10
@@ -171,7 +174,9 @@ def regret(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
             measured = {k: v for k, v in times.items() if isinstance(v, float)}
             best = min(measured, key=measured.get)  # type: ignore[arg-type]
             oracle = measured[best]
-            # auto: fresh scheduler, data in host memory
+            # auto: fresh scheduler, data in host memory; after a pause, so that worker
+            # threads of the devices just timed (llvmpipe's spin a while) have gone idle
+            time.sleep(args.pause)
             auto.reset()
             vg.scheduler.clear()
             vg.use("auto")
@@ -325,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cap", type=float, default=2.0, help="skip a device beyond s per call")
     ap.add_argument("--round", type=float, default=0.2, help="seconds per timing round")
     ap.add_argument("--learn", type=int, default=64, help="auto calls before timing")
+    ap.add_argument("--pause", type=float, default=0.5, help="idle seconds before auto runs")
     ap.add_argument("--split-exp", type=int, default=24, help="split over 2^k elements")
     ap.add_argument("--split-runs", type=int, default=7)
     ap.add_argument("--parts", default="regret,split")

@@ -59,3 +59,35 @@ def restore_memory() -> Iterator[None]:
     vg.memory.wait(timeout=60)
     vg.memory.reset()
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def calibrated_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every device of this machine calibrated once (small sizes), in a private cache."""
+    from vgpu_nb.scheduler import calibration as cal
+
+    old_env, old_memo = os.environ.get("VGPU_NB_CACHE_DIR"), cal._MEMO
+    os.environ["VGPU_NB_CACHE_DIR"] = str(tmp_path_factory.mktemp("calib"))
+    cal._MEMO = None
+    vg.calibrate(progress=False, scale=1 / 16)
+    yield
+    if old_env is None:
+        os.environ.pop("VGPU_NB_CACHE_DIR", None)
+    else:
+        os.environ["VGPU_NB_CACHE_DIR"] = old_env
+    cal._MEMO = old_memo
+
+
+@pytest.fixture
+def fresh_scheduler(calibrated_machine: None) -> Iterator[None]:
+    """No decisions, history or settings left over from another test, before or after."""
+    from vgpu_nb.scheduler import auto
+
+    auto.reset()
+    vg.scheduler.clear()
+    yield
+    auto.reset()
+    vg.scheduler.clear()
+    vg.scheduler.policy = "performance"
+    vg.scheduler.split = False
+    vg.use("numba")

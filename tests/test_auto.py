@@ -9,39 +9,9 @@ import vgpu_nb as vg
 from vgpu_nb.array import migrate
 from vgpu_nb.devices import AUTO, HOME, auto_requested
 from vgpu_nb.scheduler import auto
-from vgpu_nb.scheduler import calibration as cal
 
-pytestmark = pytest.mark.scheduler  # (run on the GPU machine too: cuda is a candidate there)
-
-
-@pytest.fixture(scope="module")
-def calibrated(tmp_path_factory):
-    """Every device calibrated once (small sizes), in a private cache."""
-    import os
-
-    old_env, old_memo = os.environ.get("VGPU_NB_CACHE_DIR"), cal._MEMO
-    os.environ["VGPU_NB_CACHE_DIR"] = str(tmp_path_factory.mktemp("calib"))
-    cal._MEMO = None
-    vg.calibrate(progress=False, scale=1 / 16)
-    yield
-    if old_env is None:
-        os.environ.pop("VGPU_NB_CACHE_DIR", None)
-    else:
-        os.environ["VGPU_NB_CACHE_DIR"] = old_env
-    cal._MEMO = old_memo
-
-
-@pytest.fixture(autouse=True)
-def fresh(calibrated):
-    """No decisions, history or settings left over from another test."""
-    auto.reset()
-    vg.scheduler.clear()
-    yield
-    auto.reset()
-    vg.scheduler.clear()
-    vg.scheduler.policy = "performance"
-    vg.scheduler.split = False
-    vg.use("numba")
+# (scheduler: run on the GPU machine too, where cuda is a candidate)
+pytestmark = [pytest.mark.scheduler, pytest.mark.usefixtures("fresh_scheduler")]
 
 
 @vg.kernel
