@@ -257,3 +257,29 @@ def test_split_over_cpu_and_gpu_is_exact(rng):
     assert int(vg.sum(x, split=True)) == int(xh.astype(np.int64).sum())
     d = vg.scheduler.log.__globals__["_LOG"][-1]
     assert cuda.name in d.shares and len(d.shares) >= 2
+
+
+# ---- regressions (review of issue 5) ----------------------------------------------------------
+def test_auto_calibrates_on_first_use_without_recursing(tmp_path, monkeypatch):
+    from vgpu_nb.scheduler import calibration as cal
+
+    monkeypatch.setenv("VGPU_NB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cal, "_MEMO", None)
+    monkeypatch.setattr(auto, "_available", lambda: [vg.get_device("numba")])
+    with vg.device("auto"):
+        assert float(vg.sum(vg.ones(16))) == 16.0  # (calibrates numba first, not under auto)
+    assert cal.cached("numba") is not None
+
+
+def test_a_reused_decision_never_moves_an_array_held_from_numpy():
+    a = vg.asarray(np.ones(4096, np.float32), device="numpy")
+    with vg.device("auto"):
+        vg.sum(a)  # decided: numpy → wherever sum is predicted fastest
+        where = a.device
+        if where.name == "numpy":
+            pytest.skip("sum stayed on the numpy device here: nothing would move")
+        c = vg.asarray(np.ones(4096, np.float32), device="numpy")
+        view = c.numpy()  # the memory itself: c must not move now
+        vg.sum(c)
+        view[:] = 2.0
+        assert c.device.name == "numpy" and float(vg.sum(c)) == 8192.0

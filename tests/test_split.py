@@ -116,11 +116,13 @@ def test_shares_cover_the_range_exactly():
             assert all(a[2] == b[1] for a, b in zip(parts, parts[1:], strict=False))
 
 
-def test_the_splits_own_history_decides():
+def test_the_splits_own_history_decides(monkeypatch):
     """What a split really took decides: measured fast, auto splits; measured slower than
     the best device alone, auto stops splitting; split=True still splits and the reason
-    says it was forced."""
+    says it was forced. (Each device counted as its own hardware here, as a CPU and a GPU
+    are: on a CPU-only machine they all share it, see the next test.)"""
     _two_devices()
+    monkeypatch.setattr(partition, "hardware", lambda dev: dev.name)
     x = vg.ones(1 << 22, dtype=vg.i32)
     work = vg.ops.reductions._reduce_work("sum", x, None, (vg.i32,), vg.i64, vg.i64)
     fractions, d = partition.plan(work, True, "performance")
@@ -138,6 +140,23 @@ def test_the_splits_own_history_decides():
     assert len(slow) == 1 and "would not pay" in d2.reason
     forced, d3 = partition.plan(work, True, "performance")
     assert len(forced) >= 2 and "forced" in d3.reason
+
+
+def test_devices_on_one_piece_of_hardware_split_only_when_asked():
+    """numba and CPU-emulated GPUs (or a GPU's CUDA and Vulkan adapters) compete for the
+    same hardware: auto never splits over them; split=True does, and says so."""
+    _two_devices()
+    devs = [d for d in auto._available() if d.backend != "numpy"]
+    x = vg.ones(1 << 22, dtype=vg.i32)
+    work = vg.ops.reductions._reduce_work("sum", x, None, (vg.i32,), vg.i64, vg.i64)
+    if len({partition.hardware(d) for d in devs}) > 1:
+        pytest.skip("this machine has devices on different hardware")
+    single, d = partition.plan(work, False, "performance")
+    assert len(single) == 1 and "no second device on other hardware" in d.reason
+    forced, d2 = partition.plan(work, True, "performance")
+    assert len(forced) >= 2 and "share the same hardware" in d2.reason
+    gpu = [d for d in devs if d.info.kind == "gpu"]
+    assert all(partition.hardware(d) == "host CPU" for d in devs if d not in gpu)
 
 
 def test_auto_with_the_split_setting_gives_correct_results():
@@ -162,3 +181,21 @@ def test_split_reads_a_host_tier_array_in_place(rng):
     assert x.tier == "host"
     assert int(vg.sum(x, split=True)) == int(xh.astype(np.int64).sum())
     assert x.tier == "host" and x.device.name == "numba"
+
+
+def test_split_evaluates_pending_operands_and_checks_the_axis():
+    _two_devices()
+    x = vg.asarray(np.arange(1000, dtype=np.int32))
+    assert int(vg.sum(x * 2, split=True)) == 2 * int(np.arange(1000).sum())
+    with pytest.raises(vg.AxisOutOfRange):
+        vg.sum(x, axis=3, split=True)
+
+
+def test_timeit_and_profile_see_split_ops():
+    _two_devices()
+    x = vg.ones(1 << 16, dtype=vg.i32)
+    r = vg.timeit(lambda: vg.sum(x, split=True), number=2, repeat=2)
+    assert r.records and all("+" in rec.device for rec in r.records)
+    with vg.profile() as p:
+        vg.sum(x, split=True)
+    assert len(p.records) == 1 and p.records[0].op == "sum"

@@ -57,7 +57,7 @@ from ..scheduler import partition as _partition
 from ..scheduler.auto import stay as _auto_stay
 from ..scheduler.auto import timed as _auto_timed
 from ..telemetry import BUS, recorded
-from ..telemetry.records import LaunchRecord
+from ..telemetry.records import LaunchRecord, OpRecord
 from ..telemetry.runs import MAX_COUNT as _RUN_MAX
 from ..telemetry.runs import MAX_SPAN_S as _RUN_SPAN
 from ..telemetry.runs import RUNS
@@ -578,12 +578,13 @@ class _Launch:
     then the backend's launcher): it is what ``k[n](...)`` costs against a raw CuPy
     launch. Anything else (errors included) goes through :meth:`Kernel._run`."""
 
-    __slots__ = ("kernel", "dims", "empty", "key")
+    __slots__ = ("kernel", "dims", "empty", "key", "big")
 
     def __init__(self, kernel: Kernel, dims: tuple[int, ...]):
         self.kernel, self.dims = kernel, dims
         self.empty = math.prod(dims) == 0
         self.key = (kernel, math.prod(dims).bit_length())  # the scheduler's key (auto)
+        self.big = math.prod(dims) >= SPLIT_MIN  # (auto may split it: vg.scheduler.split)
 
     def __call__(self, *args: Any, device: str | Device | None = None, split: bool = False) -> None:
         k = self.kernel
@@ -601,19 +602,29 @@ class _Launch:
                         return
                     runs = RUNS
                     if runs.key is self and runs.dev is hit[1]:  # one more in this run
+                        c = runs.count + 1
+                        if c & 7:
+                            launch(self.dims, hit[0])
+                            runs.count = c
+                            return
+                        t0 = _perf()  # (every 8th launch of a run is timed)
                         launch(self.dims, hit[0])
-                        runs.count = c = runs.count + 1
-                        if not c & 7:  # (the clock is read every 8th launch of a run)
-                            runs.last = t = _perf()
-                            runs.at = c
-                            if c >= _RUN_MAX or t - runs.first >= _RUN_SPAN:
-                                runs.flush()
+                        t1 = _perf()
+                        runs.count = c
+                        runs.busy += t1 - t0
+                        runs.nsamp += 1
+                        if c >= _RUN_MAX or t1 - runs.first >= _RUN_SPAN:
+                            runs.flush()
                         return
                     tel = k._tel
                     if tel is not None and not self.empty:  # recorded, without the slow path
                         self._recorded(launch, hit[0], hit[1], tel)
                         return
-        elif not BUS._subs and (device == "auto" or (device is None and auto_requested())):
+        elif (
+            not BUS._subs
+            and not (self.big and _SCHED.split)
+            and (device == "auto" or (device is None and auto_requested()))
+        ):
             # auto, and the decision in use keeps it where its arrays are: one lookup more
             hit = k._fast(args)
             if hit is not None:
@@ -940,9 +951,16 @@ class ReductionFunction:
         def combine(parts: list[np.ndarray]) -> np.ndarray:
             return finish_custom(red, np.stack(parts).reshape(1, -1), 1, n)
 
-        res, _, ran = _partition.run(work, n, force, task, combine)
+        t0 = time.perf_counter()
+        res, d, ran = _partition.run(work, n, force, task, combine)
         if not ran:
             return self._call_auto(arrays, axis)
+        if BUS.active:  # one record for the whole split op, named after all its devices
+            flops, nbytes = work.cost()
+            host = time.perf_counter() - t0
+            dts = "/".join(dt.name for dt in dtypes)
+            BUS.emit(OpRecord(self.__name__, d.choice, arrays[0].shape, dts, int(nbytes),
+                              int(flops), host, time.time() - host))  # fmt: skip
         return _result(arrays[0].device, np.asarray(res), ())
 
     def _call_auto(self, arrays: tuple[Array, ...], axis: Any) -> Array:

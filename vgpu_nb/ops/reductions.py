@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import functools
 import math
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,7 @@ from ..errors import AxisOutOfRange, EmptyReduction, ShapeMismatch
 from ..memory.manager import _now
 from ..memory.stream import streaming
 from ..scheduler import auto
-from ..telemetry import recorded
+from ..telemetry import BUS, OpRecord, recorded
 
 _NUMPY_OP: dict[str, Callable[..., Any]] = {
     "sum": np.sum,
@@ -161,6 +162,7 @@ def _reduce_split(op: str, x: Array, axis: Any, y: Array | None, force: bool) ->
     arrays = (x,) if y is None else (x, y)
     for a in arrays:
         check_same_device(op, a)
+    _layout(op, x.shape, axis)  # (axis out of range: the usual error first)
     why = _unsplittable(op, x, axis)
     if why:
         raise CannotSplit(f"vg.{op} cannot be split: {why}", fix="call it without split=True")
@@ -191,9 +193,15 @@ def _reduce_split(op: str, x: Array, axis: Any, y: Array | None, force: bool) ->
                 r = np.sqrt(r)
         return np.asarray(r).astype(out.np)
 
-    res, _, ran = partition.run(work, n, force, task, combine)
+    t0 = time.perf_counter()
+    res, d, ran = partition.run(work, n, force, task, combine)
     if not ran:
         return _reduce_auto(op, x, axis, 0, y)
+    if BUS.active:  # one record for the whole split op, named after all its devices
+        flops, nbytes = work.cost()
+        host = time.perf_counter() - t0
+        BUS.emit(OpRecord(f"{op}", d.choice, x.shape, x.dtype.name, int(nbytes), int(flops),
+                          host, time.time() - host))  # fmt: skip
     return _result(x.device, res, ())
 
 

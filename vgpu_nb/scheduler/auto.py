@@ -340,6 +340,12 @@ def place(work: Work, policy: str) -> tuple[Device, _Entry]:
             _ENTRIES[ck] = ent
             if homes and all(h is ent.device for h in homes):
                 _STAY[(work.key, policy, ent.device)] = ent
+    if any(h is not ent.device for h in homes) and any(
+        _stuck(a) or _room(work, ent.device) for a in work.arrays if a.device is not ent.device
+    ):  # a reused decision, but an operand cannot move now (a NumPy view, a spill): again
+        ent = decide(work, policy, ent.count)
+        record(ent.decision)
+        _ENTRIES[ck] = ent
     ent.left -= 1
     ent.count += 1
     ent.decision.launches = ent.count
@@ -357,14 +363,16 @@ def run(work: Work, policy: str, fn: Callable[[Device], Any]) -> Any:
     measure = not ent.warm or ent.count % SAMPLE_EVERY == 0
     warmup = (work.key, name) not in _WARMED  # a first run compiles, allocates, faults
     token = _INSIDE.set(True)
+    ok = False
     try:
-        if warmup:
-            _WARMED.add((work.key, name))
-            if len(_WARMED) > 4 * _MAX_ENTRIES:
-                _WARMED.clear()
-            return fn(dev)
-        if not measure:
-            return fn(dev)
+        if warmup or not measure:
+            out = fn(dev)
+            ok = True
+            if warmup:
+                _WARMED.add((work.key, name))
+                if len(_WARMED) > 4 * _MAX_ENTRIES:
+                    _WARMED.clear()
+            return out
         dev.sync()
         t0 = time.perf_counter()
         out = fn(dev)
@@ -372,8 +380,11 @@ def run(work: Work, policy: str, fn: Callable[[Device], Any]) -> Any:
             out.numpy()
         dev.sync()
         dt = time.perf_counter() - t0
+        ok = True
     finally:
         _INSIDE.reset(token)
+        if not ok:  # it failed there: the next launch decides afresh
+            _forget(work.key)
     HISTORY.record(work.key, name, ent.roof.get(name, 0.0), dt)
     ent.decision.observe(dt)
     return out
@@ -401,6 +412,14 @@ def route(
         if how == 2:
             return timed(key, dev, lambda: fn(dev), readback)
     return run(work(), current_policy(), fn)
+
+
+def _forget(key: tuple[Any, ...]) -> None:
+    with _lock:
+        for k in [k for k in _ENTRIES if k[0] == key]:
+            del _ENTRIES[k]
+        for k in [k for k in _STAY if k[0] == key]:
+            del _STAY[k]
 
 
 def reset() -> None:

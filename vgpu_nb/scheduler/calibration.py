@@ -140,7 +140,18 @@ def _best(fn: Callable[[], Any], sync: Callable[[], None], repeat: int) -> float
 
 
 def measure(dev: Any, scale: float = 1.0, repeat: int = 3, progress: Any = None) -> Calibration:
-    """Run the micro-benchmarks on ``dev`` now (no cache)."""
+    """Run the micro-benchmarks on ``dev`` now (no cache). Under ``device="auto"`` too:
+    its ops run where their arrays are, never scheduled (scheduling needs this figure)."""
+    from .auto import _INSIDE
+
+    token = _INSIDE.set(True)
+    try:
+        return _measure(dev, scale, repeat, progress)
+    finally:
+        _INSIDE.reset(token)
+
+
+def _measure(dev: Any, scale: float, repeat: int, progress: Any) -> Calibration:
     import vgpu_nb as vg
 
     t_start = time.perf_counter()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -74,8 +74,19 @@ def plan(work: auto.Work, force: bool, policy: str) -> tuple[list[tuple[Device, 
         rate = _RATES.get((work.key, name))
         if rate is not None and n:
             per[name] = rate * n
-    order = sorted(preds, key=lambda p: per[p.device])
+    ranked = sorted(preds, key=lambda p: per[p.device])
     best_single = min(preds, key=lambda p: p.seconds)
+    # one share per piece of hardware: two adapters of one GPU (CUDA and its Vulkan
+    # adapter), or numba and a CPU-emulated GPU, only compete for the same cores
+    order, seen = [], set()
+    for p in ranked:
+        hw = hardware(by_name[p.device])
+        if hw not in seen:
+            seen.add(hw)
+            order.append(p)
+    shared = len(order) < 2 <= len(ranked)
+    if shared:  # nothing independent to split over: only split=True gets here, share anyway
+        order = ranked
 
     def split_time(k: int) -> float:
         use = order[:k]
@@ -96,7 +107,9 @@ def plan(work: auto.Work, force: bool, policy: str) -> tuple[list[tuple[Device, 
     split_pred = auto.HISTORY.correct(_key(work, name), roof)
     t = split_pred.seconds
     forced = False
-    if len(use) > 1 and t >= best_single.seconds:
+    if len(use) > 1 and shared and not force:
+        fractions, name = [(by_name[best_single.device], 1.0)], best_single.device
+    elif len(use) > 1 and t >= best_single.seconds:
         if force:
             forced = True
         else:
@@ -104,7 +117,12 @@ def plan(work: auto.Work, force: bool, policy: str) -> tuple[list[tuple[Device, 
     elif len(use) == 1:
         fractions, name = [(by_name[use[0].device], 1.0)], use[0].device
     shares = ", ".join(f"{d.name} {f:.0%}" for d, f in fractions)
-    if len(fractions) == 1:
+    if len(fractions) == 1 and shared:
+        reason = (
+            f"{name}: {_ms(best_single.seconds)} predicted; no second device on other "
+            f"hardware to split with ({', '.join(p.device for p in ranked)} share it)"
+        )
+    elif len(fractions) == 1:
         reason = (f"{name}: {_ms(best_single.seconds)} predicted; splitting would not pay "
                   f"({split_pred.device} {_ms(t)})" if len(order) > 1
                   else f"{name}: the only device that can run it")  # fmt: skip
@@ -113,6 +131,8 @@ def plan(work: auto.Work, force: bool, policy: str) -> tuple[list[tuple[Device, 
                   f"{_ms(best_single.seconds)}")  # fmt: skip
         if forced:
             reason += " (split=True: forced although one device is predicted faster)"
+        if shared:
+            reason += "; these devices share the same hardware, so their shares compete"
     cands_out = [*preds, split_pred] if split_pred.device not in by_name else preds
     d = Decision(work.op, policy, cands_out, name, reason, dict(moved))
     d.shares = {dev.name: f for dev, f in fractions} if len(fractions) > 1 else {}
@@ -122,6 +142,15 @@ def plan(work: auto.Work, force: bool, policy: str) -> tuple[list[tuple[Device, 
 
 def _key(work: auto.Work, name: str) -> tuple[Any, ...]:
     return (*work.key, "split", name)
+
+
+def hardware(dev: Device) -> str:
+    """What a device really runs on: the host CPU (numpy, numba, CPU-emulated GPUs), or the
+    GPU named by its adapter (``"NVIDIA H100 80GB HBM3"`` for cuda:0 and its Vulkan
+    adapter alike)."""
+    if dev.info.kind != "gpu":
+        return "host CPU"
+    return dev.info.adapter.split(" / ")[0].split("/")[0].strip()
 
 
 def bounds(n: int, fractions: Sequence[tuple[Device, float]]) -> list[tuple[Device, int, int]]:
@@ -162,8 +191,11 @@ def execute(
         else:
             futures.append(_pool().submit(task, dev, lo, hi))
     out: list[Any] = [None] * len(parts)
-    for k, dev, lo, hi in local:
-        out[k] = task(dev, lo, hi)
+    try:
+        for k, dev, lo, hi in local:
+            out[k] = task(dev, lo, hi)
+    finally:  # every share has finished (or failed) before anything is released
+        wait([f for f in futures if f is not None])
     for k, f in enumerate(futures):
         if f is not None:
             out[k] = f.result()
@@ -190,17 +222,19 @@ class Hosted:
         return dev.from_numpy(v)
 
 
-def host_operands(work: auto.Work, writes: bool = False) -> list[Hosted]:
+def host_operands(work: auto.Work, writes: bool, held: list[Any]) -> list[Hosted]:
     """The operands' memory in host RAM: arrays of CPU devices in place, arrays spilled to
-    their device's host tier in place (held there meanwhile), anything else moved to the
-    home device first."""
-    from ..array import Array, migrate
+    their device's host tier in place (held there meanwhile: appended to ``held``), anything
+    else moved to the home device first."""
+    from ..array import Array, _Pending, migrate
     from ..devices import HOME, get_device
     from ..memory.manager import HOST, MEM
 
     home = get_device(HOME)
     out = []
     for a in work.arrays:
+        if type(a) is _Pending:
+            a._buf  # noqa: B018  (evaluate a pending expression first)
         st = a._st
         if type(a) is not Array and st.tier == HOST and st.host is not None:
             if writes and st.path is not None:
@@ -209,8 +243,15 @@ def host_operands(work: auto.Work, writes: bool = False) -> list[Hosted]:
                     fix="launch without split=True",
                 )
             MEM.hold(st)
+            held.append(st)
             out.append(Hosted(st.host.reshape(-1), a.device))
             continue
+        if type(a) is not Array and writes:
+            raise DeviceUnavailable(
+                f"{work.op}: split cannot write an array that lives on disk (it would write "
+                "a copy)",
+                fix="launch without split=True (out-of-core kernels stream on one device)",
+            )
         if not a.device.host_is_device:
             why = auto._stuck(a)
             if why:
@@ -224,15 +265,6 @@ def host_operands(work: auto.Work, writes: bool = False) -> list[Hosted]:
     return out
 
 
-def _release(work: auto.Work) -> None:
-    from ..array import Array
-    from ..memory.manager import MEM
-
-    for a in work.arrays:
-        if type(a) is not Array and a._st is not None and a._st in MEM._moving:
-            MEM.unhold(a._st)
-
-
 def _execute_on_host(
     work: auto.Work,
     parts: list[tuple[Device, int, int]],
@@ -242,12 +274,16 @@ def _execute_on_host(
 ) -> Any:
     """The shares, on views of the operands' host memory (released on return: a view held
     on would pin the arrays where they are, see ``auto._stuck``)."""
-    hosts = host_operands(work, writes)
+    from ..memory.manager import MEM
+
+    held: list[Any] = []
     seconds: list[float] = []
     try:
+        hosts = host_operands(work, writes, held)
         out = combine(execute(parts, lambda dev, lo, hi: task(dev, lo, hi, hosts), seconds))
     finally:
-        _release(work)
+        for st in held:
+            MEM.unhold(st)
     for (dev, lo, hi), t in zip(parts, seconds, strict=True):
         if t > 0:
             key = (work.key, dev.name)

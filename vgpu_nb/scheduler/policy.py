@@ -60,7 +60,7 @@ class Decision:
         launch that compiled, or one timing spike, does not stand for the rest)."""
         self.measured += 1
         self._recent.append(seconds)
-        self.actual_s = statistics.median(self._recent)
+        self.actual_s = statistics.median(list(self._recent))
 
     @property
     def predicted_s(self) -> float:

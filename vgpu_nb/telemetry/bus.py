@@ -59,6 +59,7 @@ class EventBus:
                 f.flush()
 
     def subscribe(self, fn: Callback, kinds: Iterable[str] | None = None) -> Subscription:
+        self.flush()  # (a run of launches from before belongs to the earlier listeners)
         sub = Subscription(self, fn, frozenset(kinds) if kinds is not None else None)
         with self._lock:
             self._set((*self._subs, sub))

@@ -5,9 +5,10 @@ timing and delivering one :class:`LaunchRecord` per launch costs several µs mor
 profile or a dashboard would slow that loop several-fold. Instead, while someone listens,
 consecutive launches of the same kernel over the same domain on the same device (with a
 per-thread cost known from the IR alone) form a *run*: the launch path bumps a counter
-and reads the clock every 8th launch; the run becomes one ``LaunchRecord`` with ``count``
-launches, total bytes and flops, and its wall time (from its first launch's start to the
-last clock reading, scaled to all its launches) when it ends: another op is recorded,
+and times every 8th launch (and the first); the run becomes one ``LaunchRecord`` with
+``count`` launches, total bytes and flops, and the mean of the timed launches times
+``count`` as its time (the launches' own time: work between them is not counted) when it
+ends: another op is recorded,
 the run reaches :data:`MAX_COUNT` launches or :data:`MAX_SPAN_S` seconds (so live charts
 keep moving), or someone flushes the bus (profiles and ``timeit`` do when they stop
 listening, ``vg.telemetry.flush()`` does).
@@ -31,16 +32,19 @@ MAX_SPAN_S = 0.05
 
 class Runs:
     """The run in progress (one, process-wide). The launch fast path extends it inline
-    (``count``, ``last``) when the same launch comes again; :meth:`start` begins a new
-    one. Launches from several threads at once merge into one run's count."""
+    (``count``; every 8th launch also timed into ``busy``/``nsamp``) when the same launch
+    comes again; :meth:`start` begins a new one. A launch racing with a flush from another
+    thread may be dropped from the counts (never mixed into another run's record)."""
 
-    __slots__ = ("key", "dev", "tel", "dims", "first", "last", "at", "count", "_lock")
+    __slots__ = ("key", "dev", "tel", "dims", "first", "busy", "nsamp", "count", "_lock")
 
     def __init__(self) -> None:
         self.key: Any = None
         self.dev: Any = None
-        self.count = self.at = 0
-        self.first = self.last = 0.0
+        self.tel: Any = None
+        self.dims: tuple[int, ...] = ()
+        self.count = self.nsamp = 0
+        self.first = self.busy = 0.0
         self._lock = threading.Lock()
 
     def start(
@@ -48,30 +52,27 @@ class Runs:
     ) -> None:
         """End the run in progress, begin one with a launch from ``t0`` to ``t1``."""
         self.flush()
-        self.key, self.dev, self.tel, self.dims = key, dev, tel, dims
-        self.first, self.last, self.count, self.at = t0, t1, 1, 1
+        with self._lock:
+            self.key, self.dev, self.tel, self.dims = key, dev, tel, dims
+            self.first, self.busy, self.nsamp, self.count = t0, t1 - t0, 1, 1
 
     def flush(self) -> None:
         """End the run in progress: emit its record."""
         with self._lock:
-            if not self.count:
-                return
-            count, self.count, key, dev = self.count, 0, self.key, self.dev
-            self.key = self.dev = None
-        name, dtype, flops, nbytes = self.tel
+            count, key, dev = self.count, self.key, self.dev
+            tel, dims, first, busy, nsamp = self.tel, self.dims, self.first, self.busy, self.nsamp
+            self.count, self.key, self.dev = 0, None, None
+        if not count or key is None or dev is None:
+            return
+        name, dtype, flops, nbytes = tel
         n = 1
-        for d in self.dims:
+        for d in dims:
             n *= d
-        # the clock was last read after launch number `at`: the run's time is that span
-        # scaled to all its launches (a steady loop's rate, without reading the clock at
-        # every launch)
-        host = (self.last - self.first) * count / max(self.at, 1)
         rec = LaunchRecord(
-            op=name, device=dev.name, shape=self.dims, dtype=dtype,
-            bytes=int(nbytes * n * count), flops=int(flops * n * count), host_s=host,
-            t_start=_EPOCH + self.first, count=count,
+            op=name, device=dev.name, shape=dims, dtype=dtype,
+            bytes=int(nbytes * n * count), flops=int(flops * n * count),
+            host_s=busy / max(nsamp, 1) * count, t_start=_EPOCH + first, count=count,
         )  # fmt: skip
-        del key  # (the run no longer keeps its launch object alive)
         BUS.emit(rec)
 
 

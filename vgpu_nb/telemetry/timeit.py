@@ -175,8 +175,9 @@ class _Recorder:
 
         BUS.flush()
         for r in self.records[self._seen :]:
-            if r.device not in self.devices:
-                self.devices[r.device] = get_device(r.device)
+            for name in r.device.split("+"):  # (a split op names all its devices)
+                if name not in self.devices:
+                    self.devices[name] = get_device(name)
         self._seen = len(self.records)
         for dev in self.devices.values():
             dev.sync()
