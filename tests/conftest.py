@@ -66,16 +66,17 @@ def calibrated_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
     """Every device of this machine calibrated once (small sizes), in a private cache."""
     from vgpu_nb.scheduler import calibration as cal
 
-    old_env, old_memo = os.environ.get("VGPU_NB_CACHE_DIR"), cal._MEMO
-    os.environ["VGPU_NB_CACHE_DIR"] = str(tmp_path_factory.mktemp("calib"))
+    # (only the calibration file moves: compiled kernels keep their cache, or every later
+    # test would compile from scratch)
+    path = str(tmp_path_factory.mktemp("calib") / "calibration.json")
+    old_file, old_memo = cal._cache_file, cal._MEMO
+    env = os.environ.get("VGPU_NB_CACHE_DIR")
+    # (a test that points VGPU_NB_CACHE_DIR elsewhere gets its own file there)
+    cal._cache_file = lambda: path if os.environ.get("VGPU_NB_CACHE_DIR") == env else old_file()
     cal._MEMO = None
     vg.calibrate(progress=False, scale=1 / 16)
     yield
-    if old_env is None:
-        os.environ.pop("VGPU_NB_CACHE_DIR", None)
-    else:
-        os.environ["VGPU_NB_CACHE_DIR"] = old_env
-    cal._MEMO = old_memo
+    cal._cache_file, cal._MEMO = old_file, old_memo
 
 
 @pytest.fixture

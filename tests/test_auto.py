@@ -263,7 +263,7 @@ def test_split_over_cpu_and_gpu_is_exact(rng):
 def test_auto_calibrates_on_first_use_without_recursing(tmp_path, monkeypatch):
     from vgpu_nb.scheduler import calibration as cal
 
-    monkeypatch.setenv("VGPU_NB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cal, "_cache_file", lambda: str(tmp_path / "calibration.json"))
     monkeypatch.setattr(cal, "_MEMO", None)
     monkeypatch.setattr(auto, "_available", lambda: [vg.get_device("numba")])
     with vg.device("auto"):
