@@ -58,9 +58,9 @@ from ..scheduler.auto import stay as _auto_stay
 from ..scheduler.auto import timed as _auto_timed
 from ..telemetry import BUS, recorded
 from ..telemetry.records import LaunchRecord, OpRecord
+from ..telemetry.runs import _EPOCH, RUNS
 from ..telemetry.runs import MAX_COUNT as _RUN_MAX
 from ..telemetry.runs import MAX_SPAN_S as _RUN_SPAN
-from ..telemetry.runs import RUNS
 from . import builtins as kbuiltins
 from . import frontend, ir
 
@@ -641,34 +641,29 @@ class _Launch:
                 hit = None  # (its buffers would pin the arrays: the scheduler may move them)
         k._run(self.dims, args, device)
 
-
-_EPOCH = time.time() - time.perf_counter()
-_perf = time.perf_counter
-
-
-def _recorded(self: _Launch, launch: Any, native: Any, dev: Device, tel: Any) -> None:
-    """A launch while someone listens: devices without a device clock add it to the run
-    in progress (:mod:`vgpu_nb.telemetry.runs`); GPUs get their own timed record."""
-    perf = time.perf_counter
-    if not dev.device_clock:  # a new run (the next identical launch extends it inline)
+    def _recorded(self, launch: Any, native: Any, dev: Device, tel: Any) -> None:
+        """A launch while someone listens: devices without a device clock add it to the run
+        in progress (:mod:`vgpu_nb.telemetry.runs`); GPUs get their own timed record."""
+        perf = time.perf_counter
+        if not dev.device_clock:  # a new run (the next identical launch extends it inline)
+            t0 = perf()
+            launch(self.dims, native)
+            RUNS.start(self, dev, tel, self.dims, t0, perf())
+            return
+        stop = dev.start_timer()
         t0 = perf()
         launch(self.dims, native)
-        RUNS.start(self, dev, tel, self.dims, t0, perf())
-        return
-    stop = dev.start_timer()
-    t0 = perf()
-    launch(self.dims, native)
-    host = perf() - t0
-    name, dtype, flops, nbytes = tel
-    n = math.prod(self.dims)
-    rec = LaunchRecord(name, dev.name, self.dims, dtype, int(nbytes * n), int(flops * n), host,
-                       _EPOCH + t0)  # fmt: skip
-    if stop is not None:
-        rec._device_timer = stop()
-    BUS.emit(rec)
+        host = perf() - t0
+        name, dtype, flops, nbytes = tel
+        n = math.prod(self.dims)
+        rec = LaunchRecord(name, dev.name, self.dims, dtype, int(nbytes * n), int(flops * n), host,
+                           _EPOCH + t0)  # fmt: skip
+        if stop is not None:
+            rec._device_timer = stop()
+        BUS.emit(rec)
 
 
-_Launch._recorded = _recorded  # type: ignore[attr-defined]
+_perf = time.perf_counter
 
 
 def _fast_checker(specs: tuple[_Spec, ...]) -> Callable[[tuple[Any, ...]], Any]:

@@ -157,7 +157,7 @@ def _reduce_split(op: str, x: Array, axis: Any, y: Array | None, force: bool) ->
     streamed reduction combines its chunks (:mod:`vgpu_nb.scheduler.partition`)."""
     from ..errors import CannotSplit
     from ..scheduler import partition
-    from .streamed import _HOST_COMBINE, _KIND_COMBINE, _result
+    from .streamed import _result, combine_partials, finish_builtin
 
     arrays = (x,) if y is None else (x, y)
     for a in arrays:
@@ -184,14 +184,8 @@ def _reduce_split(op: str, x: Array, axis: Any, y: Array | None, force: bool) ->
         return np.asarray(dev.to_numpy(dev.reduce(req), (), acc))
 
     def combine(parts: list[np.ndarray]) -> np.ndarray:
-        total = _HOST_COMBINE[_KIND_COMBINE[kind]].reduce(np.stack(parts), axis=0, dtype=acc.np)
-        r = np.asarray(total, acc.np)
-        with np.errstate(all="ignore"):
-            if op == "mean":
-                r = np.asarray(r / acc.np.type(n)).astype(acc.np)
-            if op == "norm":
-                r = np.sqrt(r)
-        return np.asarray(r).astype(out.np)
+        total = combine_partials(kind, parts, acc)
+        return finish_builtin(total, acc, out, n if op == "mean" else None, op == "norm")
 
     t0 = time.perf_counter()
     res, d, ran = partition.run(work, n, force, task, combine)

@@ -96,17 +96,10 @@ def reduce_builtin(op: str, x: Array, y: Array | None, axis: Any, ddof: int) -> 
     part_shape = () if ax is None else (cols,)
 
     def combine(kind: str, parts: list[Any]) -> np.ndarray:
-        stack = np.stack([host(p, acc, part_shape) for p, _ in parts])
-        return _HOST_COMBINE[_KIND_COMBINE[kind]].reduce(stack, axis=0, dtype=acc.np)
+        return combine_partials(kind, [host(p, acc, part_shape) for p, _ in parts], acc)
 
     def finish(total: np.ndarray, divisor: float | None, sqrt: bool) -> np.ndarray:
-        r = np.asarray(total, acc.np)
-        with np.errstate(all="ignore"):
-            if divisor is not None:
-                r = np.asarray(r / acc.np.type(divisor)).astype(acc.np)
-            if sqrt:
-                r = np.sqrt(r)
-        return np.asarray(r).astype(out.np)
+        return finish_builtin(total, acc, out, divisor, sqrt)
 
     def compute() -> Any:
         if ax == 1:  # every row is whole inside a chunk: run the real op per chunk
@@ -138,6 +131,26 @@ def reduce_builtin(op: str, x: Array, y: Array | None, axis: Any, ddof: int) -> 
     nbytes = passes * x.nbytes + (y.nbytes if y is not None else 0)
     res = recorded(dev, op, x.shape, x.dtype.name, nbytes, flops * x.size, compute)
     return _result(dev, np.asarray(res), out_shape)
+
+
+def combine_partials(kind: str, parts: list[np.ndarray], acc: Any) -> np.ndarray:
+    """Partials of a one-pass backend reduction ``kind`` (chunks of a stream, shares of a
+    split), combined in order in the accumulator dtype."""
+    return _HOST_COMBINE[_KIND_COMBINE[kind]].reduce(np.stack(parts), axis=0, dtype=acc.np)
+
+
+def finish_builtin(
+    total: np.ndarray, acc: Any, out: Any, divisor: float | None, sqrt: bool
+) -> np.ndarray:
+    """A combined total as the one-pass op would return it: divided (mean), square-rooted
+    (norm), cast to the result dtype."""
+    r = np.asarray(total, acc.np)
+    with np.errstate(all="ignore"):
+        if divisor is not None:
+            r = np.asarray(r / acc.np.type(divisor)).astype(acc.np)
+        if sqrt:
+            r = np.sqrt(r)
+    return np.asarray(r).astype(out.np)
 
 
 def _arg_combine(kind: str, parts: list[Any], host: Any, dt: Any, shape: tuple[int, ...],

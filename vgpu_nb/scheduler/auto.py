@@ -130,12 +130,6 @@ def timed(key: tuple[Any, ...], dev: Device, fn: Callable[[], Any], readback: bo
     return out
 
 
-def bucket(n: int) -> int:
-    """Size bucket of a history key: powers of two (a kernel's ratio to its roofline
-    depends on size: launch-bound when small, bandwidth-bound when large)."""
-    return max(int(n), 1).bit_length()
-
-
 def inside() -> bool:
     return _INSIDE.get()
 
@@ -436,5 +430,5 @@ def reset() -> None:
         HISTORY = History()
 
 
-__all__ = ["HISTORY", "Work", "bucket", "candidates", "decide", "inside", "place", "reset", "run",
+__all__ = ["HISTORY", "Work", "candidates", "decide", "inside", "place", "reset", "run",
            "observe", "route", "stay", "timed"]  # fmt: skip
