@@ -195,6 +195,11 @@ def regret(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
                 choices = sorted(set(log["choice"])) if len(log) else []
                 final = log.iloc[-1]["choice"] if len(log) else where
                 reason = log.iloc[-1]["reason"] if len(log) else ""
+                steps = [  # the decisions, in order: what auto tried while learning
+                    {"choice": r.choice, "launches": int(r.launches), "measured": int(r.measured),
+                     "predicted_ms": r.predicted_ms, "actual_ms": r.actual_ms}
+                    for r in log.itertuples()
+                ][-8:]  # fmt: skip
             finally:
                 vg.use("numba")
             del st
@@ -203,7 +208,7 @@ def regret(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
                 "size": size, "oracle_device": best, "oracle_ms": oracle * 1e3,
                 "auto_steady_ms": steady * 1e3, "auto_cold_ms": cold * 1e3,
                 "regret": steady / oracle, "auto_device": final, "auto_choices": choices,
-                "reason": reason,
+                "reason": reason, "decisions": steps,
                 "per_device_ms": {k: (v * 1e3 if isinstance(v, float) else v)
                                   for k, v in times.items()},
             }  # fmt: skip

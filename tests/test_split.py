@@ -7,15 +7,21 @@ import numpy as np
 import pytest
 
 import vgpu_nb as vg
+from vgpu_nb.dtypes import as_dtype
 from vgpu_nb.scheduler import auto, partition
 
 # (scheduler: run on the GPU machine too, where cuda is a candidate)
 pytestmark = [pytest.mark.scheduler, pytest.mark.usefixtures("fresh_scheduler")]
 
 
-def _two_devices() -> None:
-    if len([d for d in auto._available() if d.backend != "numpy"]) < 2:
-        pytest.skip("split needs two devices besides numpy (numba + a WebGPU adapter)")
+def _two_devices(dtype: object = vg.i32) -> None:
+    """Skip unless two devices besides numpy can reduce ``dtype`` (an OpenGL-only WebGPU
+    adapter has no 64-bit integers for an i32 sum, for one)."""
+    work = vg.ops.reductions._reduce_work("sum", vg.ones(8, dtype=dtype), None,
+                                          (as_dtype(dtype),), vg.i64, vg.i64)  # fmt: skip
+    if len([d for d in auto.candidates(work)[0] if d.backend != "numpy"]) < 2:
+        pytest.skip(f"split needs two devices besides numpy that reduce {dtype} "
+                    "(numba + a WebGPU adapter)")  # fmt: skip
 
 
 @vg.kernel

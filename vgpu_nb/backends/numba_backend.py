@@ -40,6 +40,7 @@ which disables the disk cache.)
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -48,6 +49,23 @@ import numpy as np
 from ..dtypes import i64
 from .base import CompiledKernel, DeviceInfo, ReduceRequest
 from .numpy_backend import NumpyDevice, cpu_model, host_memory_bytes, post_host
+
+
+def default_threads(cpus: int | None = None) -> int:
+    """Threads of the numba device unless ``NUMBA_NUM_THREADS`` says otherwise: every core
+    but one on machines with more than 4. OpenMP workers wait for each other at the end of
+    every parallel loop; with one worker per core, any other runnable thread (the notebook's
+    own, a GPU driver's, wgpu's poller) preempts a worker and the whole launch waits a
+    scheduler slice. On a 16-vCPU VM that made a 20 µs reduction take 6 ms for runs of 5-15
+    launches after an idle moment; with 15 (or 12) threads it never did (lent H200
+    machine, issue 5). Numba imported before vgpu_nb keeps its own count."""
+    n = cpus if cpus is not None else (os.cpu_count() or 1)
+    return n - 1 if n > 4 else n
+
+
+_NUMBA_WAS_IMPORTED = "numba" in sys.modules
+if "NUMBA_NUM_THREADS" not in os.environ and not _NUMBA_WAS_IMPORTED:
+    os.environ["NUMBA_NUM_THREADS"] = str(default_threads())
 
 try:
     import numba

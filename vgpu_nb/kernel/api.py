@@ -58,7 +58,7 @@ from ..scheduler.auto import stay as _auto_stay
 from ..scheduler.auto import timed as _auto_timed
 from ..telemetry import BUS, recorded
 from ..telemetry.records import LaunchRecord, OpRecord
-from ..telemetry.runs import _EPOCH, RUNS
+from ..telemetry.runs import CLOCK_EVERY, RUNS
 from ..telemetry.runs import MAX_COUNT as _RUN_MAX
 from ..telemetry.runs import MAX_SPAN_S as _RUN_SPAN
 from . import builtins as kbuiltins
@@ -607,9 +607,16 @@ class _Launch:
                             launch(self.dims, hit[0])
                             runs.count = c
                             return
-                        t0 = _perf()  # (every 8th launch of a run is timed)
-                        launch(self.dims, hit[0])
-                        t1 = _perf()
+                        if runs.clocks is not None and not c & _CLOCK_MASK:
+                            stop = hit[1].start_timer()  # (on a GPU, rarely, its clock too)
+                            t0 = _perf()
+                            launch(self.dims, hit[0])
+                            t1 = _perf()
+                            runs.clock(stop)
+                        else:
+                            t0 = _perf()  # (every 8th launch of a run is timed)
+                            launch(self.dims, hit[0])
+                            t1 = _perf()
                         runs.count = c
                         runs.busy += t1 - t0
                         runs.nsamp += 1
@@ -642,28 +649,19 @@ class _Launch:
         k._run(self.dims, args, device)
 
     def _recorded(self, launch: Any, native: Any, dev: Device, tel: Any) -> None:
-        """A launch while someone listens: devices without a device clock add it to the run
-        in progress (:mod:`vgpu_nb.telemetry.runs`); GPUs get their own timed record."""
+        """A launch while someone listens begins a run (:mod:`vgpu_nb.telemetry.runs`): the
+        next identical launches extend it inline; on a GPU it starts with a device timer."""
         perf = time.perf_counter
-        if not dev.device_clock:  # a new run (the next identical launch extends it inline)
-            t0 = perf()
-            launch(self.dims, native)
-            RUNS.start(self, dev, tel, self.dims, t0, perf())
-            return
-        stop = dev.start_timer()
+        RUNS.flush()  # (the run in progress ends before this launch: a GPU run's clocks too)
+        stop = dev.start_timer() if dev.device_clock else None
         t0 = perf()
         launch(self.dims, native)
-        host = perf() - t0
-        name, dtype, flops, nbytes = tel
-        n = math.prod(self.dims)
-        rec = LaunchRecord(name, dev.name, self.dims, dtype, int(nbytes * n), int(flops * n), host,
-                           _EPOCH + t0)  # fmt: skip
-        if stop is not None:
-            rec._device_timer = stop()
-        BUS.emit(rec)
+        t1 = perf()
+        RUNS.start(self, dev, tel, self.dims, t0, t1, stop() if stop is not None else None)
 
 
 _perf = time.perf_counter
+_CLOCK_MASK = CLOCK_EVERY - 1
 
 
 def _fast_checker(specs: tuple[_Spec, ...]) -> Callable[[tuple[Any, ...]], Any]:

@@ -18,9 +18,9 @@ support it. :func:`run` then
    next launch finds them resident. An array that cannot move — spilled or out-of-core, read
    by a pending expression, or held by someone outside (a NumPy view from ``x.numpy()``,
    DLPack) — keeps the op on its device, and the reason says so;
-4. runs the op and, on sampled launches, **measures** it (synchronised before and after)
-   to teach the history: every launch until the history is trusted, then one in
-   :data:`SAMPLE_EVERY`.
+4. runs the op and, on sampled launches, **measures** it (:func:`measure`: its cost per
+   call in a loop) to teach the history: every launch until the history is trusted, then
+   one in :data:`SAMPLE_EVERY`.
 
 A decision is reused for the same op, size bucket, operand devices and policy — that is
 what keeps ``auto`` within a few percent of a hand-placed launch — and re-made when the
@@ -117,16 +117,37 @@ def observe(key: tuple[Any, ...], dev: Device, seconds: float) -> None:
         ent.decision.observe(seconds)
 
 
-def timed(key: tuple[Any, ...], dev: Device, fn: Callable[[], Any], readback: bool = False) -> Any:
-    """Run ``fn`` synchronised and timed (with reading its result back, for ops whose
-    result is read, like reductions), and :func:`observe` it."""
-    dev.sync()
-    t0 = time.perf_counter()
+def measure(dev: Device, fn: Callable[[], Any], readback: bool = False) -> tuple[Any, float]:
+    """Run ``fn`` on ``dev`` and say what it costs per call when called again and again —
+    what the oracle of the regret benchmark measures, and what a user's loop pays.
+
+    An op whose result is read (``readback``: reductions) waits for the device each time:
+    its cost is the time until the result is on the host. An asynchronous launch (a kernel,
+    a matmul on a GPU) costs a loop of them the longer of the host's enqueue time and the
+    device's own time (its device timer: CUDA events, WebGPU timestamps), not a
+    synchronised round trip: timing launch + sync would charge a 6 µs CUDA launch 15-20 µs
+    and send small kernels to the CPU (measured on an H200, issue 5)."""
+    perf = time.perf_counter
+    dev.sync()  # (the op alone: nothing queued before it counts)
+    stop = None if readback or not dev.device_clock else dev.start_timer()
+    t0 = perf()
     out = fn()
     if readback and out is not None:
-        out.numpy()
+        out.numpy()  # (waits for the op: no second sync, which a caller would not pay)
+        return out, perf() - t0
+    host = perf() - t0
+    resolve = stop() if stop is not None else None
     dev.sync()
-    observe(key, dev, time.perf_counter() - t0)
+    if resolve is None:
+        return out, perf() - t0
+    on_device = resolve()
+    return out, max(host, on_device) if on_device is not None else perf() - t0
+
+
+def timed(key: tuple[Any, ...], dev: Device, fn: Callable[[], Any], readback: bool = False) -> Any:
+    """Run ``fn`` :func:`measure` d and :func:`observe` it."""
+    out, seconds = measure(dev, fn, readback)
+    observe(key, dev, seconds)
     return out
 
 
@@ -354,12 +375,12 @@ def run(work: Work, policy: str, fn: Callable[[Device], Any]) -> Any:
     name = dev.name
     n = HISTORY.samples(work.key, name)
     ent.warm = n >= HISTORY.trust_after + 2
-    measure = not ent.warm or ent.count % SAMPLE_EVERY == 0
+    sample = not ent.warm or ent.count % SAMPLE_EVERY == 0
     warmup = (work.key, name) not in _WARMED  # a first run compiles, allocates, faults
     token = _INSIDE.set(True)
     ok = False
     try:
-        if warmup or not measure:
+        if warmup or not sample:
             out = fn(dev)
             ok = True
             if warmup:
@@ -367,13 +388,7 @@ def run(work: Work, policy: str, fn: Callable[[Device], Any]) -> Any:
                 if len(_WARMED) > 4 * _MAX_ENTRIES:
                     _WARMED.clear()
             return out
-        dev.sync()
-        t0 = time.perf_counter()
-        out = fn(dev)
-        if work.readback and out is not None:
-            out.numpy()
-        dev.sync()
-        dt = time.perf_counter() - t0
+        out, dt = measure(dev, lambda: fn(dev), work.readback)
         ok = True
     finally:
         _INSIDE.reset(token)
@@ -430,5 +445,5 @@ def reset() -> None:
         HISTORY = History()
 
 
-__all__ = ["HISTORY", "Work", "candidates", "decide", "inside", "place", "reset", "run",
-           "observe", "route", "stay", "timed"]  # fmt: skip
+__all__ = ["HISTORY", "Work", "candidates", "decide", "inside", "measure", "place", "reset",
+           "run", "observe", "route", "stay", "timed"]  # fmt: skip
