@@ -129,7 +129,9 @@ def measure(dev: Device, fn: Callable[[], Any], readback: bool = False) -> tuple
     and send small kernels to the CPU (measured on an H200, issue 5)."""
     perf = time.perf_counter
     dev.sync()  # (the op alone: nothing queued before it counts)
-    stop = None if readback or not dev.device_clock else dev.start_timer()
+    # (CUDA events bracket everything the launch queued; WebGPU timestamps only its compute
+    # passes, not the uniform uploads and submission around them: wgpu is timed round trip)
+    stop = dev.start_timer() if not readback and dev.backend == "cuda" else None
     t0 = perf()
     out = fn()
     if readback and out is not None:
