@@ -70,11 +70,12 @@ if [[ $BENCHES == *" memory "* ]]; then
 fi
 # scheduler: regret of device="auto" vs the per-size oracle (saxpy, sumsq to 10^9, matmul to
 # 10^8 elements) and split speedup over host data (SBENCH_ARGS); telemetry: subscriber
-# overhead on 10^4 tiny launches on cuda. Logs appended to bench-gpu.log.
+# overhead on 10^4 tiny launches on cuda (TBENCH_ARGS e.g. "--rounds 31"). Logs appended to
+# bench-gpu.log.
 if [[ $BENCHES == *" scheduler "* ]]; then
   python3 bench/bench_scheduler.py --label "$label" --out "$OUTDIR/scheduler_$label.json" ${SBENCH_ARGS:---max-exp 9 --matmul-max-exp 8 --split-exp 27} 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
 fi
 if [[ $BENCHES == *" telemetry "* ]]; then
-  python3 bench/bench_telemetry.py --device cuda --tag "$label" --out "$OUTDIR/telemetry_$label.json" 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
+  python3 bench/bench_telemetry.py --device cuda --tag "$label" --out "$OUTDIR/telemetry_$label.json" ${TBENCH_ARGS:-} 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
 fi
 exit $rc
