@@ -1343,29 +1343,3 @@ def test_launch_overhead_close_to_rawkernel(cuda: Any):
     print(f"launch: ours {best['ours'] * 1e6:.2f} us, RawKernel {best['raw'] * 1e6:.2f} us")
     print(f"launch ratio {ratio:.2f}")
     assert ratio < 1.5
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not _CUDA, reason=_NO_CUDA)
-def test_repeated_gpu_launches_become_a_run_with_device_time(cuda: Any):
-    """Under a profile, identical GPU launches merge into runs: one record, ``count``
-    launches, device time from the sampled launches' CUDA events (a timer on every launch
-    cost more than a tiny launch itself)."""
-    from vgpu_nb.telemetry import runs
-
-    @vg.kernel
-    def inc(x: vg.f32[:]):
-        i = vg.tid()
-        x[i] = x[i] + 1.0
-
-    x = vg.zeros(1 << 16, device=cuda)
-    inc[x.size](x)  # (compiles)
-    n = 3 * runs.CLOCK_EVERY + 5
-    with vg.profile() as p:
-        for _ in range(n):
-            inc[x.size](x)
-    assert float(x.numpy()[0]) == n + 1
-    recs = [r for r in p.records if r.op == "inc"]
-    assert sum(r.count for r in recs) == n and len(recs) < n
-    for r in recs:
-        assert r.device_s is not None and 0 < r.device_s < r.count * 0.01

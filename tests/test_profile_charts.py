@@ -283,6 +283,42 @@ def test_repeated_launches_become_runs_in_order():
     assert float(y.numpy()[0]) == 108.0
 
 
+def _clocked_devices() -> list[object]:
+    """Available devices with a device clock (CUDA events, WebGPU timestamps); real GPUs
+    marked ``gpu`` (run by scripts/gpu-check.sh), CPU-emulated ones run everywhere."""
+    from vgpu_nb.devices import all_infos
+
+    out = [
+        pytest.param(i.name, id=i.name, marks=[pytest.mark.gpu] if i.kind == "gpu" else [])
+        for i in all_infos()
+        if i.available and i.backend in ("cuda", "wgpu")
+    ]
+    return out or [pytest.param(None, marks=pytest.mark.skip(reason="no GPU or WebGPU here"))]
+
+
+@pytest.mark.parametrize("name", _clocked_devices())
+def test_repeated_gpu_launches_become_a_run_with_device_time(name):
+    """GPU launches merge into runs too: one record, ``count`` launches, device time from
+    the sampled launches' timers (a timer on every launch cost more than a tiny launch:
+    +150 % on an H200)."""
+    from vgpu_nb.telemetry import runs
+
+    dev = vg.get_device(name)
+    if dev.start_timer() is None:
+        pytest.skip(f"{name} has no device timer (timestamp-query)")
+    x = vg.asarray(np.ones(1024, np.float32), device=dev)
+    y = vg.zeros(1024, device=dev)
+    saxpy[1024](1.0, x, y)  # (compiles)
+    n = runs.CLOCK_EVERY + 3
+    with vg.profile() as p:
+        for _ in range(n):
+            saxpy[1024](1.0, x, y)
+    assert float(y.numpy()[0]) == n + 1
+    recs = [r for r in p.records if r.op == "saxpy"]
+    assert sum(r.count for r in recs) == n and len(recs) < n
+    assert all(r.device_s is not None and 0 < r.device_s < r.count * 0.05 for r in recs)
+
+
 def test_a_long_run_is_cut_so_live_charts_move(monkeypatch):
     from vgpu_nb.telemetry import runs
 

@@ -266,33 +266,6 @@ def test_timestamp_timer(name):
         assert rec.device_s is not None and 0 < rec.device_s < 60
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_repeated_launches_become_a_run_with_device_time(name):
-    """Identical launches under a profile merge into one record with ``count`` launches and
-    a device time from the sampled launches' timestamp queries."""
-    from vgpu_nb.telemetry import runs
-
-    dev = vg.get_device(name)
-    if dev.start_timer() is None:
-        pytest.skip(f"{name} has no timestamp-query")
-
-    @vg.kernel
-    def inc(x: vg.f32[:]):
-        i = vg.tid()
-        x[i] = x[i] + 1.0
-
-    x = vg.zeros(1024, device=dev)
-    inc[x.size](x)  # (compiles)
-    n = runs.CLOCK_EVERY + 3
-    with vg.profile() as p:
-        for _ in range(n):
-            inc[x.size](x)
-    assert float(x.numpy()[0]) == n + 1
-    recs = [r for r in p.records if r.op == "inc"]
-    assert sum(r.count for r in recs) == n and len(recs) < n
-    assert all(r.device_s is not None and r.device_s > 0 for r in recs)
-
-
 # ---- matmul ---------------------------------------------------------------------------------
 SHAPES = [(1, 1, 1), (7, 5, 3), (200, 3, 170), (129, 130, 131), (128, 128, 128), (5, 8, 8),
           (256, 8, 4), (3, 1000, 2), (130, 12, 128), (1, 64, 257)]  # fmt: skip
