@@ -123,10 +123,10 @@ def measure(dev: Device, fn: Callable[[], Any], readback: bool = False) -> tuple
 
     An op whose result is read (``readback``: reductions) waits for the device each time:
     its cost is the time until the result is on the host. An asynchronous launch (a kernel,
-    a matmul on a GPU) costs a loop of them the longer of the host's enqueue time and the
-    device's own time (its device timer: CUDA events, WebGPU timestamps), not a
-    synchronised round trip: timing launch + sync would charge a 6 µs CUDA launch 15-20 µs
-    and send small kernels to the CPU (measured on an H200, issue 5)."""
+    a matmul on CUDA) costs a loop of them the longer of the host's enqueue time and the
+    device's own time (CUDA events), not a synchronised round trip: timing launch + sync
+    would charge a 6 µs CUDA launch 15-20 µs and send small kernels to the CPU (measured on
+    an H200, issue 5). Other devices are timed round trip."""
     perf = time.perf_counter
     dev.sync()  # (the op alone: nothing queued before it counts)
     # (CUDA events bracket everything the launch queued; WebGPU timestamps only its compute
