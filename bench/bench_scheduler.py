@@ -19,7 +19,12 @@ sizes 10^2 … 10^``--max-exp``:
 Each device's timing, and auto's, starts after ``--pause`` idle seconds (a device's worker
 threads may spin for a while after its work, slowing the next contender on a small
 machine). Per-call times are the median of 3 rounds of R calls (R grows until a round takes about
-``--round`` seconds). Regret = auto steady / oracle per size; the total regret is the sum
+``--round`` seconds). The oracle's device is picked from those times; then it and auto's
+steady state are timed again in ``--alternate`` alternating rounds (a pause between them
+when they are different devices), and those medians are the oracle's and auto's figures:
+timed in separate phases, drift of a small machine (its clock, its page cache, another
+tenant) shows up as regret even where auto runs the oracle's device. Regret = auto steady /
+oracle per size; the total regret is the sum
 over sizes of auto's per-call times over the sum of the oracle's (each size weighted by
 one call). Target ≤ 1.10. Every result is checked against NumPy.
 
@@ -140,6 +145,21 @@ def per_call(fn: Callable[[], Any], st: tuple[Any, ...], target: float) -> tuple
     return statistics.median(_round(fn, st, reps) for _ in range(3)), reps
 
 
+def alternate(
+    fns: list[tuple[Callable[[], Any], tuple[Any, ...], Any]], reps: int, rounds: int, pause: float
+) -> list[float]:
+    """Median per-call seconds of each ``(fn, operands, default device)``, timed in
+    alternating rounds of ``reps`` calls: both under the same machine state."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for k, (fn, st, dev) in enumerate(fns):
+            if pause:
+                time.sleep(pause)
+            vg.use(dev)
+            times[k].append(_round(fn, st, reps))
+    return [statistics.median(t) for t in times]
+
+
 def regret(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     out: dict[str, Any] = report.setdefault("regret", {})
@@ -173,7 +193,9 @@ def regret(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
                 gc.collect()
             measured = {k: v for k, v in times.items() if isinstance(v, float)}
             best = min(measured, key=measured.get)  # type: ignore[arg-type]
-            oracle = measured[best]
+            oracle_dev = vg.get_device(best)
+            st_best = case.make(oracle_dev)  # (timed again below, alternating with auto)
+            case.call(st_best, False)
             # auto: fresh scheduler, data in host memory; after a pause, so that worker
             # threads of the devices just timed (llvmpipe's spin a while) have gone idle
             time.sleep(args.pause)
@@ -187,9 +209,15 @@ def regret(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
                     r = case.call(st, True)
                 _sync(st)
                 cold = (time.perf_counter() - t0) / args.learn
-                steady, _ = per_call(functools.partial(case.call, st, True), st, args.round)
                 if case.op != "saxpy":
                     case.check(st, r, 1)
+                where = st[0].device.name
+                pause = args.pause if where != best else 0.0
+                oracle, steady = alternate(
+                    [(functools.partial(case.call, st_best, False), st_best, oracle_dev),
+                     (functools.partial(case.call, st, True), st, "auto")],
+                    reps_oracle, args.alternate, pause,
+                )  # fmt: skip
                 where = st[0].device.name
                 log = vg.scheduler.log()
                 choices = sorted(set(log["choice"])) if len(log) else []
@@ -202,13 +230,13 @@ def regret(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
                 ][-8:]  # fmt: skip
             finally:
                 vg.use("numba")
-            del st
+            del st, st_best
             gc.collect()
             row = {
                 "size": size, "oracle_device": best, "oracle_ms": oracle * 1e3,
                 "auto_steady_ms": steady * 1e3, "auto_cold_ms": cold * 1e3,
                 "regret": steady / oracle, "auto_device": final, "auto_choices": choices,
-                "reason": reason, "decisions": steps,
+                "reason": reason, "decisions": steps, "alternating_rounds": args.alternate,
                 "per_device_ms": {k: (v * 1e3 if isinstance(v, float) else v)
                                   for k, v in times.items()},
             }  # fmt: skip
@@ -335,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cap", type=float, default=2.0, help="skip a device beyond s per call")
     ap.add_argument("--round", type=float, default=0.2, help="seconds per timing round")
     ap.add_argument("--learn", type=int, default=64, help="auto calls before timing")
+    ap.add_argument("--alternate", type=int, default=5, help="rounds of oracle vs auto")
     ap.add_argument("--pause", type=float, default=0.5, help="idle seconds before auto runs")
     ap.add_argument("--split-exp", type=int, default=24, help="split over 2^k elements")
     ap.add_argument("--split-runs", type=int, default=7)

@@ -73,17 +73,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.op} {size:.0e} on {dev.name}: direct {d * 1e6:.2f} µs, auto "
                   f"{a * 1e6:.2f} µs (+{(a - d) * 1e6:.2f} µs, x{a / d:.3f}); "
                   f"now on {st[0].device.name}", flush=True)  # fmt: skip
-            prof = cProfile.Profile()
-            prof.enable()
-            for _ in range(reps):
-                on_auto()
-            dev.sync()
-            prof.disable()
+            profs = {}
+            for name, fn, use in (("direct", direct, dev), ("auto", on_auto, "auto")):
+                vg.use(use)
+                prof = profs[name] = cProfile.Profile()
+                t0 = time.perf_counter()
+                prof.enable()
+                for _ in range(reps):
+                    fn()
+                dev.sync()
+                prof.disable()
+                print(f"cProfile {name}: {(time.perf_counter() - t0) / reps * 1e6:.2f} µs/call "
+                      f"(profiled)")  # fmt: skip
         finally:
             vg.use("numba")
-        buf = io.StringIO()
-        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(14)
-        print("\n".join(buf.getvalue().splitlines()[4:24]))
+        for name, prof in profs.items():  # (the two side by side: what auto adds)
+            buf = io.StringIO()
+            pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(14)
+            print(f"--- {name}, {reps} calls")
+            print("\n".join(buf.getvalue().splitlines()[4:24]))
         log = vg.scheduler.log()
         if len(log):
             cols = [c for c in ("choice", "launches", "measured", "predicted_ms", "actual_ms",

@@ -332,3 +332,28 @@ def test_a_long_run_is_cut_so_live_charts_move(monkeypatch):
             saxpy[n](1.0, x, y)
         assert sum(r.count for r in seen) >= runs.MAX_COUNT  # emitted while still launching
     assert sum(r.count for r in seen) == runs.MAX_COUNT + 8  # the rest when it unsubscribed
+
+
+def test_interleaved_runs_count_every_launch_exactly():
+    """A run counts its launches down between timed ones: runs cut at any point (another
+    launch, another domain, a flush) still add up to every launch, each to its own record."""
+    from vgpu_nb.telemetry import runs
+
+    x = vg.asarray(np.ones(256, np.float32), device="numba")
+    y = vg.zeros(256, device="numba")
+    xs, ys = vg.asarray(np.ones(128, np.float32), device="numba"), vg.zeros(128, device="numba")
+    saxpy[256](1.0, x, y)
+    saxpy[128](1.0, xs, ys)
+    plan = [(256, 37), (128, 5), (256, runs.TIME_EVERY * 3 + 1), (128, 1), (256, 2)]
+    with vg.profile() as p:
+        for n, times in plan:
+            a, b = (x, y) if n == 256 else (xs, ys)
+            for _ in range(times):
+                saxpy[n](1.0, a, b)
+            if times == 5:
+                vg.telemetry.flush()  # (a dashboard's flush, mid-way)
+    got = {n: sum(r.count for r in p.records if r.op == "saxpy" and r.shape == (n,))
+           for n in (256, 128)}  # fmt: skip
+    assert got == {256: 37 + runs.TIME_EVERY * 3 + 1 + 2, 128: 6}
+    assert float(y.numpy()[200]) == 1 + 37 + runs.TIME_EVERY * 3 + 1 + 2
+    assert float(ys.numpy()[100]) == 1 + 6

@@ -58,7 +58,7 @@ from ..scheduler.auto import stay as _auto_stay
 from ..scheduler.auto import timed as _auto_timed
 from ..telemetry import BUS, recorded
 from ..telemetry.records import LaunchRecord, OpRecord
-from ..telemetry.runs import CLOCK_EVERY, RUNS
+from ..telemetry.runs import CLOCK_EVERY, RUNS, TIME_EVERY
 from ..telemetry.runs import MAX_COUNT as _RUN_MAX
 from ..telemetry.runs import MAX_SPAN_S as _RUN_SPAN
 from . import builtins as kbuiltins
@@ -578,10 +578,14 @@ class _Launch:
     then the backend's launcher): it is what ``k[n](...)`` costs against a raw CuPy
     launch. Anything else (errors included) goes through :meth:`Kernel._run`."""
 
-    __slots__ = ("kernel", "dims", "empty", "key", "big")
+    __slots__ = ("kernel", "dims", "empty", "key", "big", "run", "left")
 
     def __init__(self, kernel: Kernel, dims: tuple[int, ...]):
         self.kernel, self.dims = kernel, dims
+        #: while telemetry records a run of this launch (vgpu_nb.telemetry.runs): its
+        #: device, and the launches before the next timed one
+        self.run: Device | None = None
+        self.left = 0
         self.empty = math.prod(dims) == 0
         self.key = (kernel, math.prod(dims).bit_length())  # the scheduler's key (auto)
         self.big = math.prod(dims) >= SPLIT_MIN  # (auto may split it: vg.scheduler.split)
@@ -600,28 +604,13 @@ class _Launch:
                         if not self.empty:
                             launch(self.dims, hit[0])
                         return
-                    runs = RUNS
-                    if runs.key is self and runs.dev is hit[1]:  # one more in this run
-                        c = runs.count + 1
-                        if c & 7:
+                    if self.run is hit[1]:  # one more launch in this launch's run
+                        left = self.left - 1
+                        if left:
                             launch(self.dims, hit[0])
-                            runs.count = c
+                            self.left = left
                             return
-                        if runs.clocks is not None and not c & _CLOCK_MASK:
-                            stop = hit[1].start_timer()  # (on a GPU, rarely, its clock too)
-                            t0 = _perf()
-                            launch(self.dims, hit[0])
-                            t1 = _perf()
-                            runs.clock(stop)
-                        else:
-                            t0 = _perf()  # (every 8th launch of a run is timed)
-                            launch(self.dims, hit[0])
-                            t1 = _perf()
-                        runs.count = c
-                        runs.busy += t1 - t0
-                        runs.nsamp += 1
-                        if c >= _RUN_MAX or t1 - runs.first >= _RUN_SPAN:
-                            runs.flush()
+                        self._timed(launch, hit[0], hit[1])
                         return
                     tel = k._tel
                     if tel is not None and not self.empty:  # recorded, without the slow path
@@ -648,6 +637,31 @@ class _Launch:
                 hit = None  # (its buffers would pin the arrays: the scheduler may move them)
         k._run(self.dims, args, device)
 
+    def _timed(self, launch: Any, native: Any, dev: Device) -> None:
+        """Every ``TIME_EVERY``-th launch of a run: timed (on a GPU, now and then, with a
+        device timer too), the run's counts brought up to date."""
+        runs = RUNS
+        if runs.key is not self:  # (ended by another thread meanwhile)
+            self.run = None
+            launch(self.dims, native)
+            return
+        self.left = TIME_EVERY
+        c = runs.count = runs.count + TIME_EVERY
+        if runs.clocks is not None and not runs.nsamp & _CLOCK_MASK:
+            stop = dev.start_timer()
+            t0 = _perf()
+            launch(self.dims, native)
+            t1 = _perf()
+            runs.clock(stop)
+        else:
+            t0 = _perf()
+            launch(self.dims, native)
+            t1 = _perf()
+        runs.busy += t1 - t0
+        runs.nsamp += 1
+        if c >= _RUN_MAX or t1 - runs.first >= _RUN_SPAN:
+            runs.flush()
+
     def _recorded(self, launch: Any, native: Any, dev: Device, tel: Any) -> None:
         """A launch while someone listens begins a run (:mod:`vgpu_nb.telemetry.runs`): the
         next identical launches extend it inline; on a GPU it starts with a device timer."""
@@ -661,7 +675,7 @@ class _Launch:
 
 
 _perf = time.perf_counter
-_CLOCK_MASK = CLOCK_EVERY - 1
+_CLOCK_MASK = CLOCK_EVERY // TIME_EVERY - 1  # (of a run's timed launches)
 
 
 def _fast_checker(specs: tuple[_Spec, ...]) -> Callable[[tuple[Any, ...]], Any]:
