@@ -148,6 +148,22 @@ def test_the_splits_own_history_decides(monkeypatch):
     assert len(forced) >= 2 and "forced" in d3.reason
 
 
+def test_a_first_share_is_no_rate(rng):
+    """A device's first share of an op compiles and first-touches: its time is not the
+    device's speed (taken as one, it ranked cuda:0 below its own Vulkan adapter for good).
+    Rates come from the second split on."""
+    _two_devices()
+    x = vg.asarray(rng.integers(-9, 9, N).astype(np.int32))
+    y = vg.zeros(N, dtype=vg.i32)
+    key = iaxpy[N].key
+    iaxpy[N](1, x, y, split=True)
+    assert not [k for k in partition._RATES if k[0] == key]
+    iaxpy[N](1, x, y, split=True)
+    shares = vg.scheduler.log.__globals__["_LOG"][-1].shares
+    assert {k[1] for k in partition._RATES if k[0] == key} == set(shares)
+    np.testing.assert_array_equal(y.numpy(), 2 * x.numpy())
+
+
 def test_devices_on_one_piece_of_hardware_split_only_when_asked():
     """numba and CPU-emulated GPUs (or a GPU's CUDA and Vulkan adapters) compete for the
     same hardware: auto never splits over them; split=True does, and says so."""

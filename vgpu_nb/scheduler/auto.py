@@ -436,13 +436,14 @@ def _forget(key: tuple[Any, ...]) -> None:
 def reset() -> None:
     """Forget every decision in use and every history (tests, or after re-calibrating)."""
     global HISTORY
-    from .partition import _PLANS, _RATES
+    from .partition import _PLANS, _RATES, _TRIED
 
     with _lock:
         _ENTRIES.clear()
         _STAY.clear()
         _PLANS.clear()
         _RATES.clear()
+        _TRIED.clear()
         _WARMED.clear()
         HISTORY = History()
 

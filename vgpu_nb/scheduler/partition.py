@@ -44,6 +44,10 @@ HAND_OFF_S = 100e-6  # cost of one more device: a thread hand-off and its own la
 #: average): shares are rebalanced by what devices really do side by side (two devices
 #: sharing cores or memory bandwidth run slower together than alone)
 _RATES: dict[tuple[Any, str], float] = {}
+#: (op key, device) pairs that have run a share once: a first share compiles its kernel and
+#: first-touches its buffers (hundreds of ms on a GPU), which is no rate — taken as one, it
+#: ranked cuda:0 below its own Vulkan adapter for good (H200, issue 5)
+_TRIED: set[tuple[Any, str]] = set()
 #: plans in use, per (op key, policy, forced): (fractions, decision, uses left)
 _PLANS: dict[tuple[Any, ...], tuple[list[tuple[Device, float]], Decision, int]] = {}
 _POOL: ThreadPoolExecutor | None = None
@@ -287,11 +291,15 @@ def _execute_on_host(
     for (dev, lo, hi), t in zip(parts, seconds, strict=True):
         if t > 0:
             key = (work.key, dev.name)
+            if key not in _TRIED:
+                _TRIED.add(key)
+                continue
             old = _RATES.get(key)
             rate = t / (hi - lo)
             _RATES[key] = rate if old is None else 0.5 * (old + rate)
     if len(_RATES) > 4096:
         _RATES.clear()
+        _TRIED.clear()
     return out
 
 
