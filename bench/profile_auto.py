@@ -37,6 +37,29 @@ def _round(fn: Any, dev: Any, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
+def _bisect(dev: Any, st: tuple[Any, ...], reps: int) -> None:
+    """Which part of a reduction under auto costs what: the same array, in alternating
+    rounds, through (a) the op with ``dev`` as default, (b) the op under ``auto``, (c) the
+    device-bound implementation under ``auto``, (d) the auto route with ``dev`` default."""
+    from bench.bench_scheduler import sumsq
+
+    x = (st[0],)
+    ways = {
+        "a op, default dev": (dev, lambda: float(sumsq(*x))),
+        "b op, default auto": ("auto", lambda: float(sumsq(*x))),
+        "c _call_here, default auto": ("auto", lambda: float(sumsq._call_here(x, None))),
+        "d _call_auto, default dev": (dev, lambda: float(sumsq._call_auto(x, None))),
+        "e _call_here + numpy(), default dev": (dev, lambda: sumsq._call_here(x, None).numpy()),
+    }
+    t: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(5):
+        for k, (use, fn) in ways.items():
+            vg.use(use)
+            t[k].append(_round(fn, dev, reps))
+    for k, v in t.items():
+        print(f"  bisect {k:38s} {statistics.median(v) * 1e6:8.2f} µs", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--op", default="sumsq", choices=("saxpy", "sumsq", "matmul"))
@@ -44,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", nargs="+", default=["1e4"])
     ap.add_argument("--reps", type=int, default=2000)
     ap.add_argument("--learn", type=int, default=64)
+    ap.add_argument("--bisect", action="store_true", help="sumsq: time the auto path's parts")
     args = ap.parse_args(argv)
     dev = vg.get_device(args.device)
     rng = np.random.default_rng(0)
@@ -70,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 vg.use("auto")
                 t_a.append(_round(on_auto, dev, reps))
             d, a = statistics.median(t_d), statistics.median(t_a)
+            if args.bisect and args.op == "sumsq":
+                _bisect(dev, st, reps)
             print(f"{args.op} {size:.0e} on {dev.name}: direct {d * 1e6:.2f} µs, auto "
                   f"{a * 1e6:.2f} µs (+{(a - d) * 1e6:.2f} µs, x{a / d:.3f}); "
                   f"now on {st[0].device.name}", flush=True)  # fmt: skip

@@ -221,3 +221,18 @@ def test_timeit_and_profile_see_split_ops():
     with vg.profile() as p:
         vg.sum(x, split=True)
     assert len(p.records) == 1 and p.records[0].op == "sum"
+
+
+def test_a_kernel_split_counts_copying_its_writes_back():
+    """A GPU's share of a kernel that writes ``y`` ends with ``y``'s share copied back to
+    host memory: the plan counts it (at the device's calibrated link speed), CPU devices
+    pay nothing."""
+    _two_devices()
+    y = vg.zeros(N, dtype=vg.i32)
+    for d in auto._available():
+        t = partition._write_back(d, [y, y])
+        if d.host_is_device:
+            assert t == 0.0
+        else:
+            gbps = auto.calibration(d).d2h_pageable_gbps
+            assert t == pytest.approx(2 * y.nbytes / (gbps * 1e9))

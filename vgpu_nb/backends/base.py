@@ -154,6 +154,11 @@ class Device(ABC):
     def to_numpy(self, buf: Any, shape: tuple[int, ...], dtype: DType) -> np.ndarray:
         """The device buffer as a host array (a view on host-memory devices)."""
 
+    def download_into(self, host: np.ndarray, buf: Any, dtype: DType) -> None:
+        """Copy device buffer ``buf`` into the contiguous host array ``host`` (a split's
+        share of an array it wrote, back into the array's host memory)."""
+        host[...] = self.to_numpy(buf, host.shape, dtype)
+
     def empty(self, shape: tuple[int, ...], dtype: DType) -> Any:
         return self.from_numpy(np.empty(shape, dtype.np))
 

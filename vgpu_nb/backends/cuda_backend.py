@@ -224,6 +224,19 @@ class CudaDevice(Device):
                 self.cp.cuda.get_current_stream().synchronize()
         return out
 
+    def download_into(self, host: np.ndarray, buf: Any, dtype: DType) -> None:
+        """Straight into ``host``: one DMA when it is pinned (a host-tier array), else through
+        the staging buffers (no temporary array, no second host copy)."""
+        if not host.nbytes or host.nbytes < _SMALL or not host.flags.c_contiguous:
+            super().download_into(host, buf, dtype)
+            return
+        with self._dev:
+            if self._pinned_ptr(host):
+                self._dma(host.ctypes.data, buf.data.ptr, host.nbytes, to_device=False)
+                self.cp.cuda.get_current_stream().synchronize()
+            else:
+                self._copy_staged(buf.data.ptr, host, to_device=False)
+
     def from_host_tier(self, host: np.ndarray) -> Any:
         if not host.nbytes or not self._pinned_ptr(host):
             return self.from_numpy(host)

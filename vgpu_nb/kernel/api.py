@@ -458,10 +458,11 @@ class Kernel:
                     back.append((buf, view, s.dtype))
             dev.launch_kernel(ck, (m,), native)
             for buf, view, dt in back:
-                view[...] = dev.to_numpy(buf, (m,), dt)
+                dev.download_into(view, buf, dt)
             dev.sync()
 
-        _, d, ran = _partition.run(work, dims[0], force, task, lambda parts: None, writes=True)
+        back = [a for s, a in zip(specs, args, strict=True) if s.array and s.name in written]
+        _, d, ran = _partition.run(work, dims[0], force, task, lambda parts: None, back=back)
         if not ran:
             return self._run_auto(dims, args, record, may_split=False)
         if not (record or BUS.active):

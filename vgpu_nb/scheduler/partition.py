@@ -60,8 +60,11 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def plan(work: auto.Work, force: bool, policy: str) -> tuple[list[tuple[Device, float]], Decision]:
-    """The devices and their fractions, and the decision saying why."""
+def plan(
+    work: auto.Work, force: bool, policy: str, back: Sequence[Any] = ()
+) -> tuple[list[tuple[Device, float]], Decision]:
+    """The devices and their fractions, and the decision saying why. ``back``: the arrays
+    the op writes, whose shares GPUs copy back to host memory."""
     cands, why_not = auto.candidates(work)
     # the NumPy device shares the numba device's memory and cores, single-threaded: never a
     # share of its own
@@ -73,6 +76,8 @@ def plan(work: auto.Work, force: bool, policy: str) -> tuple[list[tuple[Device, 
     by_name = {d.name: d for d in cands}
     lat = {p.device: p.parts.get("latency", 0.0) for p in preds}
     per = {p.device: max(p.seconds - lat[p.device], 1e-12) for p in preds}  # whole op, no latency
+    for name in per:  # + copying what it wrote back (auto's prediction leaves results there)
+        per[name] += _write_back(by_name[name], back)
     n = _elements(work)
     for name in per:  # what each device's share really took in earlier splits, per element
         rate = _RATES.get((work.key, name))
@@ -303,6 +308,21 @@ def _execute_on_host(
     return out
 
 
+def _write_back(dev: Device, back: Sequence[Any]) -> float:
+    """Seconds for ``dev`` to copy the written arrays back to host memory: at the pinned
+    link's speed into its own host tier, the staged (pageable) one elsewhere."""
+    if dev.host_is_device or not back:
+        return 0.0
+    cal = auto.calibration(dev)
+    t = 0.0
+    for a in back:
+        st = a._st
+        pinned = st is not None and st.tier == "host" and a.device is dev
+        gbps = cal.d2h_pinned_gbps if pinned else cal.d2h_pageable_gbps
+        t += a.nbytes / (gbps * 1e9) if gbps else 0.0
+    return t
+
+
 def _elements(work: auto.Work) -> int:
     return max((a.size for a in work.arrays), default=0)
 
@@ -313,19 +333,20 @@ def run(
     force: bool,
     task: Callable[[Device, int, int, list[Hosted]], Any],
     combine: Callable[[list[Any]], Any],
-    writes: bool = False,
+    back: Sequence[Any] = (),
 ) -> tuple[Any, Decision, bool]:
     """Plan (or reuse the plan in use for this op and size), run ``task(dev, lo, hi,
     host views of the operands)`` per share and
     ``combine`` the results; returns (result, decision, ran). A plan of one device runs
-    nothing (ran False: the caller places the op as any ``auto`` op) unless forced."""
+    nothing (ran False: the caller places the op as any ``auto`` op) unless forced.
+    ``back``: the arrays the op writes (its tasks copy their shares back to host memory)."""
     from . import current_policy
 
     policy = current_policy()
     ck = (work.key, policy, force)
     hit = _PLANS.get(ck)
     if hit is None or hit[2] <= 0:
-        fractions, d = plan(work, force, policy)
+        fractions, d = plan(work, force, policy, back)
         if len(_PLANS) >= 1024:
             _PLANS.clear()
         single = len(fractions) < 2 and not force
@@ -344,7 +365,7 @@ def run(
         return None, d, False
     parts = bounds(n, fractions)
     t0 = time.perf_counter()
-    out = _execute_on_host(work, parts, task, combine, writes)
+    out = _execute_on_host(work, parts, task, combine, bool(back))
     dt = time.perf_counter() - t0
     d.observe(dt)
     if len(fractions) > 1:
