@@ -280,6 +280,10 @@ class Device(ABC):
     #: True where :meth:`start_timer` gives a device clock (GPUs); telemetry merges repeated
     #: launches into runs only where the host clock is the device clock
     device_clock: bool = False
+    #: True where that clock brackets everything a launch queues (CUDA events), so that it
+    #: is a launch's cost in a loop; WebGPU timestamps cover its compute passes only, not
+    #: the uploads and submission around them (the scheduler times those round trip)
+    timer_covers_launch: bool = False
 
     def start_timer(self) -> StopTimer | None:
         """Start a device clock for the next ops, or None when the host clock is the

@@ -94,6 +94,7 @@ def open_device(info: DeviceInfo) -> CudaDevice:
 class CudaDevice(Device):
     backend = "cuda"
     device_clock = True
+    timer_covers_launch = True
 
     def __init__(self, info: DeviceInfo):
         super().__init__(info)

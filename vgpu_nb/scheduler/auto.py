@@ -129,9 +129,9 @@ def measure(dev: Device, fn: Callable[[], Any], readback: bool = False) -> tuple
     an H200, issue 5). Other devices are timed round trip."""
     perf = time.perf_counter
     dev.sync()  # (the op alone: nothing queued before it counts)
-    # (CUDA events bracket everything the launch queued; WebGPU timestamps only its compute
-    # passes, not the uniform uploads and submission around them: wgpu is timed round trip)
-    stop = dev.start_timer() if not readback and dev.backend == "cuda" else None
+    # (Device.timer_covers_launch: CUDA events bracket everything the launch queued; WebGPU
+    # timestamps only its compute passes: wgpu is timed round trip)
+    stop = dev.start_timer() if not readback and dev.timer_covers_launch else None
     t0 = perf()
     out = fn()
     if readback and out is not None:
