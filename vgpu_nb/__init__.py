@@ -84,6 +84,14 @@ from .telemetry import profile, timeit
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext vgpu_nb``: the ``%vgpu`` / ``%%vgpu`` magics (:mod:`vgpu_nb.notebook`)."""
+    from .notebook.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
 __all__ = [
     "Array", "AxisOutOfRange", "BackendError", "BufferTooLarge", "CannotSplit", "DType", "Device",
     "DeviceInfo", "DeviceMismatch", "DeviceUnavailable", "EmptyReduction", "NotAnArray",
