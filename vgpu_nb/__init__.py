@@ -27,6 +27,7 @@ from .errors import (
     OutOfDeviceMemory,
     ShapeMismatch,
     SpillFailed,
+    TraceTooLarge,
     UnknownDevice,
     UnsupportedDType,
     UnsupportedOnBackend,
@@ -95,7 +96,7 @@ def load_ipython_extension(ipython: object) -> None:
 __all__ = [
     "Array", "AxisOutOfRange", "BackendError", "BufferTooLarge", "CannotSplit", "DType", "Device",
     "DeviceInfo", "DeviceMismatch", "DeviceUnavailable", "EmptyReduction", "NotAnArray",
-    "OutOfDeviceMemory", "SpillFailed",
+    "OutOfDeviceMemory", "SpillFailed", "TraceTooLarge",
     "ShapeMismatch", "UnknownDevice", "UnsupportedDType", "UnsupportedOnBackend", "VgpuError",
     "arange", "argmax", "argmin", "asarray", "bool", "default_device", "device", "devices",
     "dot", "dtypes", "empty", "errors", "f32", "f64", "full", "get_device", "i32", "i64",

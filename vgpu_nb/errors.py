@@ -155,3 +155,9 @@ class SpillFailed(MemoryTierError, OSError):
 
 class BadBudget(MemoryTierError, ValueError):
     """A memory budget or size that cannot be understood ("1 GB", "-3", "lots")."""
+
+
+class TraceTooLarge(VgpuError, ValueError):
+    """``kernel.trace(n, ...)`` over more threads than its ``max_threads``: a trace runs
+    every thread in Python and records every access, so it is meant for small launches
+    (the access pattern of a kernel does not depend on the problem's size)."""

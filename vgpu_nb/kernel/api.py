@@ -63,6 +63,8 @@ from ..telemetry.runs import MAX_COUNT as _RUN_MAX
 from ..telemetry.runs import MAX_SPAN_S as _RUN_SPAN
 from . import builtins as kbuiltins
 from . import frontend, ir
+from . import trace as _trace
+from .trace import MAX_THREADS, Trace
 
 _INT_LIMITS = {
     "i32": (-(2**31), 2**31 - 1),
@@ -258,6 +260,16 @@ class Kernel:
         if split:
             return self._run_split(dims, args, force=True, record=True)  # type: ignore[return-value]
         return self._run(dims, args, device, record=True)  # type: ignore[return-value]
+
+    def trace(self, domain: Any, *args: Any, max_threads: int | None = MAX_THREADS) -> Trace:
+        """Run the kernel over ``domain`` (as ``k[domain]``) on the NumPy backend, thread by
+        thread, recording which thread reads and writes which element of each array: a
+        :class:`~vgpu_nb.kernel.trace.Trace` (``.reads``, ``.writes``, ``.score()``,
+        ``.plot()``). The arrays' data is copied to the host first: **the arguments are
+        not modified** (the traced run's results are in ``trace.arrays``). Arguments are
+        checked as a launch checks them; more than ``max_threads`` threads raises
+        ``vg.errors.TraceTooLarge`` (``None``: no limit). See :mod:`vgpu_nb.kernel.trace`."""
+        return _trace.run(self, domain, args, max_threads)
 
     def _args(
         self, args: Sequence[Any], same_device: bool = True, native: bool = True
