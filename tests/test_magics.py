@@ -4,6 +4,8 @@ exception (so the cell fails), and the commands do what they say."""
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 from IPython.core.error import UsageError
@@ -20,9 +22,16 @@ def ip():
 
 
 @pytest.fixture(autouse=True)
-def _restore():
+def _restore(ip):
+    """Each test leaves the session as it found it: default device, policy, budgets, and
+    no arrays left in the shell's namespace (other tests count every live array's bytes)."""
     dev, policy = vg.default_device(), vg.scheduler.policy
+    names = set(ip.user_ns)
     yield
+    for name in set(ip.user_ns) - names:
+        del ip.user_ns[name]
+    ip.displayhook.flush()  # (Out[n] / _ would keep the last results alive)
+    gc.collect()
     vg.use(dev)
     vg.scheduler.policy = str(policy)
     vg.memory.reset()
