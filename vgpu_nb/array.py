@@ -200,6 +200,18 @@ class Array:
         body = np.array2string(self.numpy(), separator=", ", threshold=20, prefix="vg.Array(")
         return f"vg.Array({body}, dtype={self.dtype.name}, device={self.device.name!r})"
 
+    def _repr_html_(self) -> str:
+        """Where it lives (device, tiers, size) above its values (at most ~20 shown)."""
+        from .memory.budgets import human
+        from .reprs import esc, table
+
+        tiers = ", ".join(sorted(self.placement))
+        meta = table(("shape", "dtype", "device", "tiers", "bytes"),
+                     [(self.shape, self.dtype.name, self.device.name, tiers,
+                       human(self.nbytes))])  # fmt: skip
+        body = np.array2string(self.numpy(), separator=", ", threshold=20)
+        return f"<div><b>vg.Array</b>{meta}<pre>{esc(body)}</pre></div>"
+
     # ---- operators: lazy, fused elementwise expressions (vgpu_nb.ops.elementwise) -------
     def eval(self) -> Array:
         """Evaluate a pending expression now (one fused kernel launch); returns ``self``.

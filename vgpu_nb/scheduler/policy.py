@@ -73,6 +73,21 @@ class Decision:
             return None
         return (self.actual_s - self.predicted_s) / self.predicted_s
 
+    def _repr_html_(self) -> str:
+        """The reason, then every candidate's prediction (the choice in bold)."""
+        from ..reprs import esc, num, table
+
+        rows, bold = [], -1
+        for k, p in enumerate(self.candidates):
+            if p.device == self.choice:
+                bold = k
+            rows.append((p.device, num(p.seconds * 1e3, ".4g"), p.source, p.samples,
+                         self.moved.get(p.device, 0)))  # fmt: skip
+        t = table(("candidate", "predicted ms", "from", "samples", "bytes to move"), rows, bold)
+        actual = "" if self.actual_s is None else f"; measured {num(self.actual_s * 1e3, '.4g')} ms"
+        return (f"<div><b>vg decision</b> ({esc(self.op)}, policy {esc(self.policy)}, "
+                f"{self.launches} launches{esc(actual)}): {esc(self.reason)}{t}</div>")  # fmt: skip
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "op": self.op, "policy": self.policy, "choice": self.choice, "reason": self.reason,

@@ -75,6 +75,24 @@ class OpRecord:
     def gflops(self) -> float:
         return self.flops / self.seconds / 1e9 if self.seconds > 0 else float("nan")
 
+    def _repr_html_(self) -> str:
+        """One row: what ran where, how much it moved and computed, how fast."""
+        from ..memory.budgets import human
+        from ..reprs import num, table, titled
+
+        d = self.device_s
+        when = f"{num(d * 1e3)} device" if d is not None else f"{num(self.host_s * 1e3)} host"
+        row = [self.op, self.device, self.shape, self.dtype, human(self.bytes), self.flops,
+               when, num(self.gbps), num(self.gflops)]  # fmt: skip
+        head = ["op", "device", "shape", "dtype", "bytes", "flops", "ms", "GB/s", "GFLOPS"]
+        extra = self._html_extra()
+        return titled(
+            f"vg.{type(self).__name__}", table(head + list(extra), [row + list(extra.values())])
+        )
+
+    def _html_extra(self) -> dict[str, Any]:
+        return {}
+
     def as_dict(self) -> dict[str, Any]:
         d = self.device_s
         return {
@@ -111,6 +129,10 @@ class LaunchRecord(OpRecord):
         d.update(compile_ms=self.compile_s * 1e3, cache_hit=self.cache_hit,
                  estimated=self.estimated, count=self.count)  # fmt: skip
         return d
+
+    def _html_extra(self) -> dict[str, Any]:
+        return {"launches": self.count, "compile ms": f"{self.compile_s * 1e3:.1f}",
+                "cached": self.cache_hit, "estimated": self.estimated}  # fmt: skip
 
     def __repr__(self) -> str:
         d = self.device_s
