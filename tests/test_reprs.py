@@ -34,7 +34,8 @@ def test_launch_and_op_records_render_one_row():
     rec = inc.launch(64, x)
     h = rec._repr_html_()
     assert "vg.LaunchRecord" in h and "inc" in h and "numba" in h and "(64,)" in h
-    assert "launches" in h and "compile ms" in h and h.count("<tr>") == 2
+    assert "launches" in h and "compile" in h and " ms " in h and h.count("<tr>") == 2
+    assert "GB/s</td>" in h and "GFLOPS</td>" in h  # (units on measured values)
     with vg.profile() as p:
         vg.sum(x)
     op = next(r for r in p.records if r.op == "sum")

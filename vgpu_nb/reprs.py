@@ -30,4 +30,5 @@ def titled(title: str, body: str) -> str:
 
 
 def num(v: float, fmt: str = ".3g") -> str:
-    return "–" if v != v else format(v, fmt)  # (NaN: not measured)
+    """A measured value; "–" for NaN (not measured). Callers append the unit."""
+    return "–" if v != v else format(v, fmt)

@@ -81,9 +81,9 @@ class Decision:
         for k, p in enumerate(self.candidates):
             if p.device == self.choice:
                 bold = k
-            rows.append((p.device, num(p.seconds * 1e3, ".4g"), p.source, p.samples,
+            rows.append((p.device, f"{num(p.seconds * 1e3, '.4g')} ms", p.source, p.samples,
                          self.moved.get(p.device, 0)))  # fmt: skip
-        t = table(("candidate", "predicted ms", "from", "samples", "bytes to move"), rows, bold)
+        t = table(("candidate", "predicted", "from", "samples", "bytes to move"), rows, bold)
         actual = "" if self.actual_s is None else f"; measured {num(self.actual_s * 1e3, '.4g')} ms"
         return (f"<div><b>vg decision</b> ({esc(self.op)}, policy {esc(self.policy)}, "
                 f"{self.launches} launches{esc(actual)}): {esc(self.reason)}{t}</div>")  # fmt: skip

@@ -80,11 +80,11 @@ class OpRecord:
         from ..memory.budgets import human
         from ..reprs import num, table, titled
 
-        d = self.device_s
-        when = f"{num(d * 1e3)} device" if d is not None else f"{num(self.host_s * 1e3)} host"
+        d = self.device_s  # (measured values carry their unit: notebooks' sanitizers see it)
+        when = f"{num(d * 1e3)} ms device" if d is not None else f"{num(self.host_s * 1e3)} ms host"
         row = [self.op, self.device, self.shape, self.dtype, human(self.bytes), self.flops,
-               when, num(self.gbps), num(self.gflops)]  # fmt: skip
-        head = ["op", "device", "shape", "dtype", "bytes", "flops", "ms", "GB/s", "GFLOPS"]
+               when, f"{num(self.gbps)} GB/s", f"{num(self.gflops)} GFLOPS"]  # fmt: skip
+        head = ["op", "device", "shape", "dtype", "bytes", "flops", "time", "bandwidth", "compute"]
         extra = self._html_extra()
         return titled(
             f"vg.{type(self).__name__}", table(head + list(extra), [row + list(extra.values())])
@@ -131,7 +131,7 @@ class LaunchRecord(OpRecord):
         return d
 
     def _html_extra(self) -> dict[str, Any]:
-        return {"launches": self.count, "compile ms": f"{self.compile_s * 1e3:.1f}",
+        return {"launches": self.count, "compile": f"{self.compile_s * 1e3:.1f} ms",
                 "cached": self.cache_hit, "estimated": self.estimated}  # fmt: skip
 
     def __repr__(self) -> str:
