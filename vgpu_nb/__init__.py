@@ -35,6 +35,7 @@ from .errors import (
 )
 from .kernel.api import Kernel, ReductionFunction, func, kernel, reduction
 from .kernel.builtins import atomic_add, atomic_max, atomic_min, tid
+from .kernel.native import NativeKernel, native_kernel
 from .ops import (  # reductions, linalg, elementwise math (lazy, fused; kernel builtins)
     abs,
     acos,
@@ -104,7 +105,7 @@ __all__ = [
     "calibrate", "memory", "scheduler", "telemetry", "u32", "u64", "use", "var", "zeros",
     "Kernel", "KernelCompileError", "KernelError", "KernelRuntimeError", "KernelSyntaxError",
     "KernelTypeError", "ReductionFunction", "atomic_add", "atomic_max", "atomic_min", "func",
-    "kernel", "reduction", "tid",
+    "kernel", "reduction", "tid", "NativeKernel", "native_kernel",
     "abs", "acos", "asin", "atan", "atan2", "ceil", "cos", "cosh", "erf", "exp", "exp2",
     "floor", "fma", "fmod", "isfinite", "isinf", "isnan", "log", "log10", "log2", "maximum",
     "minimum", "pow", "round", "sin", "sinh", "sqrt", "tan", "tanh", "trunc", "where",

@@ -369,6 +369,53 @@ class CudaDevice(Device):
             return ck.handle
         return super().fast_launcher(ck)
 
+    # ---- native kernels: the user's own CUDA C (vgpu_nb.kernel.native) --------------------
+    def compile_native(self, source: str, entry: str, what: str) -> CompiledKernel:
+        """NVRTC-compile user-written CUDA C for this device (through the kernel cache, as
+        generated code is) and look up its ``extern "C"`` kernel ``entry``; compile errors
+        are :class:`KernelCompileError` with NVRTC's log."""
+        t0 = time.perf_counter()
+        module, hit, key = self._module(source, what, native=True)
+        try:
+            func = module.get_function(entry)
+        except self.cp.cuda.driver.CUDADriverError as exc:
+            raise KernelCompileError(
+                f"{what}: the compiled module has no kernel named {entry!r} ({exc})",
+                where=self.name,
+                fix=f'declare it extern "C" __global__ void {entry}(...)',
+            ) from exc
+        return CompiledKernel(
+            source=source,
+            handle=func,
+            compile_s=time.perf_counter() - t0,
+            cache_hit=hit,
+            extra={"key": key, "entry": entry, "arch": self._nvrtc_target()[0]},
+        )
+
+    def launch_native(
+        self,
+        ck: CompiledKernel,
+        grid: tuple[int, ...],
+        block: tuple[int, ...],
+        args: Sequence[Any],
+        shared_mem: int = 0,
+    ) -> None:
+        """Enqueue ``func<<<grid, block, shared_mem>>>(args)`` (CuPy arrays and NumPy
+        scalars of the parameters' types) on the current stream."""
+        func = ck.handle
+        try:
+            if self._only_device or self.cp.cuda.runtime.getDevice() == self.index:
+                func(grid, block, tuple(args), shared_mem=shared_mem)
+            else:
+                with self._dev:
+                    func(grid, block, tuple(args), shared_mem=shared_mem)
+        except self.cp.cuda.driver.CUDADriverError as exc:
+            raise BackendError(
+                f"CUDA launch of native kernel {ck.extra.get('entry')!r} failed: {exc}",
+                where=self.name,
+                fix="check the grid/block sizes and the dynamic shared memory it asks for",
+            ) from exc
+
     def reduction_source(self, red: ir.Reduction) -> str:
         return codegen_cuda.reduction_source(red)
 
@@ -436,9 +483,10 @@ class CudaDevice(Device):
                 self._target = (f"compute_{known[-1]}", False, version)
         return self._target
 
-    def _module(self, source: str, what: str) -> tuple[Any, bool, str]:
+    def _module(self, source: str, what: str, native: bool = False) -> tuple[Any, bool, str]:
         """The loaded module for ``source``: from this device's table, else the kernel
-        cache (memory, then disk), else NVRTC. Returns (module, cache hit, key)."""
+        cache (memory, then disk), else NVRTC. Returns (module, cache hit, key).
+        ``native``: the user wrote the source (compile errors say so)."""
         arch, cubin, version = self._nvrtc_target()
         key = make_key(source, "cuda", arch, version, " ".join(_nvrtc_options(arch)))
         module = self._modules.get(key)
@@ -448,7 +496,7 @@ class CudaDevice(Device):
         module = self._load(payload) if payload is not None else None
         hit = module is not None
         if module is None:
-            payload = self._nvrtc(source, what, arch, cubin, version)
+            payload = self._nvrtc(source, what, arch, cubin, version, native)
             CACHE.put("cuda", key, payload)
             module = self._load(payload)
             if module is None:
@@ -472,7 +520,9 @@ class CudaDevice(Device):
             return None
         return module
 
-    def _nvrtc(self, source: str, what: str, arch: str, cubin: bool, version: str) -> bytes:
+    def _nvrtc(
+        self, source: str, what: str, arch: str, cubin: bool, version: str, native: bool = False
+    ) -> bytes:
         from cupy.cuda import nvrtc
 
         prog = nvrtc.createProgram(source, f"{_c_name(what)}.cu", [], [])
@@ -481,11 +531,16 @@ class CudaDevice(Device):
                 nvrtc.compileProgram(prog, list(_nvrtc_options(arch)))
             except nvrtc.NVRTCError as exc:
                 log = nvrtc.getProgramLog(prog)
+                fix = (
+                    "fix the CUDA source (NVRTC's line numbers are the source's own)"
+                    if native
+                    else "this is a vgpu_nb bug (or a limit of NVRTC): please report it with "
+                    "kernel.source('cuda'); meanwhile run the kernel on another device"
+                )
                 raise KernelCompileError(
-                    _compile_message(what, source, log),
+                    _compile_message(what, source, log, native),
                     where=f"{self.name}, NVRTC {version}, {arch}",
-                    fix="this is a vgpu_nb bug (or a limit of NVRTC): please report it with "
-                    "kernel.source('cuda'); meanwhile run the kernel on another device",
+                    fix=fix,
                 ) from exc
             return nvrtc.getCUBIN(prog) if cubin else nvrtc.getPTX(prog).encode() + b"\0"
         finally:
@@ -522,17 +577,18 @@ def _c_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", text) or "kernel"
 
 
-def _compile_message(what: str, source: str, log: str) -> str:
-    """NVRTC's log, plus the generated lines it points at (``name.cu(12): error: ...``)."""
+def _compile_message(what: str, source: str, log: str, native: bool = False) -> str:
+    """NVRTC's log, plus the source lines it points at (``name.cu(12): error: ...``)."""
     lines = source.splitlines()
     shown: list[str] = []
     for m in re.finditer(r"\((\d+)\): (?:error|catastrophic error)", log):
         k = int(m.group(1))
         if 1 <= k <= len(lines) and f"{k:5d} |" not in "".join(shown):
             shown.append(f"{k:5d} | {lines[k - 1]}")
-    msg = f"NVRTC could not compile the CUDA code generated for {what!r}:\n{log.strip()}"
+    code = "CUDA source of" if native else "CUDA code generated for"
+    msg = f"NVRTC could not compile the {code} {what!r}:\n{log.strip()}"
     if shown:
-        msg += "\ngenerated source:\n" + "\n".join(shown)
+        msg += ("\nsource:\n" if native else "\ngenerated source:\n") + "\n".join(shown)
     return msg
 
 

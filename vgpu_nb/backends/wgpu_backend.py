@@ -486,11 +486,23 @@ class WgpuDevice(Device):
         return buf
 
     # ---- pipelines and dispatch ---------------------------------------------------------
-    def _pipeline(self, shader: Shader, kernel: str | None = None) -> tuple[Any, Any]:
-        """Compiled pipeline and bind group layout, cached by source. ``kernel``: the name
-        of the user kernel/reduction the shader was generated from; its compile errors
-        become :class:`KernelCompileError` (ours stay ``BackendError``: a vgpu_nb bug)."""
-        hit = self._pipelines.get(shader.code)
+    def _pipeline(
+        self,
+        shader: Shader,
+        kernel: str | None = None,
+        entry: str = "main",
+        constants: dict[str, float] | None = None,
+        native: bool = False,
+    ) -> tuple[Any, Any]:
+        """Compiled pipeline and bind group layout, cached by source (and entry point and
+        override constants, for native kernels). ``kernel``: the name of the user
+        kernel/reduction the shader was generated from (or, with ``native``, whose WGSL
+        the user wrote); its compile errors become :class:`KernelCompileError` (ours stay
+        ``BackendError``: a vgpu_nb bug)."""
+        key = shader.code
+        if entry != "main" or constants:
+            key = f"{shader.code}\0{entry}\0{sorted((constants or {}).items())}"
+        hit = self._pipelines.get(key)
         if hit is not None:
             return hit
         wgpu = self._wgpu
@@ -508,19 +520,25 @@ class WgpuDevice(Device):
                     ]
                 )
                 module = self._dev.create_shader_module(code=shader.code)
+                stage: dict[str, Any] = {"module": module, "entry_point": entry}
+                if constants:
+                    stage["constants"] = constants
                 pipe = self._dev.create_compute_pipeline(
                     layout=self._dev.create_pipeline_layout(bind_group_layouts=[layout]),
-                    compute={"module": module, "entry_point": "main"},
+                    compute=stage,
                 )
         except BackendError as exc:
             if kernel is None or exc.__cause__ is None:
                 raise
-            raise self._compile_error(kernel, shader, exc.__cause__) from exc.__cause__
-        self._pipelines[shader.code] = (pipe, layout)
+            raise self._compile_error(kernel, shader, exc.__cause__, native) from exc.__cause__
+        self._pipelines[key] = (pipe, layout)
         return pipe, layout
 
-    def _compile_error(self, kernel: str, shader: Shader, exc: BaseException) -> VgpuError:
-        """Naga's message with the generated WGSL line it points at."""
+    def _compile_error(
+        self, kernel: str, shader: Shader, exc: BaseException, native: bool = False
+    ) -> VgpuError:
+        """Naga's message with the WGSL line it points at (generated, or the user's own
+        for ``native`` kernels)."""
         msg = str(exc).strip()
         lines = [ln.strip() for ln in msg.splitlines()]
         summary = next(
@@ -537,7 +555,14 @@ class WgpuDevice(Device):
             line = int(found.group(1))
             code = shader.code.splitlines()
             if 0 < line <= len(code):
-                where = f"\n  generated WGSL line {line}: {code[line - 1].strip()}"
+                gen = "WGSL" if native else "generated WGSL"
+                where = f"\n  {gen} line {line}: {code[line - 1].strip()}"
+        if native:
+            return KernelCompileError(
+                f"WebGPU (Naga) rejected the WGSL of {kernel} on {self.name} "
+                f"({self.info.adapter}): {summary}{where}\n\n{msg}",
+                fix="fix the WGSL source (the line numbers above are the source's own)",
+            )
         return KernelCompileError(
             f"WebGPU (Naga) rejected the WGSL generated for {kernel} on {self.name} "
             f"({self.info.adapter}): {summary}{where}\n\n{msg}",
@@ -561,7 +586,8 @@ class WgpuDevice(Device):
             buf = self._dev.create_buffer(
                 size=_pad(len(key)), usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST
             )
-            self._dev.queue.write_buffer(buf, 0, key + b"\0" * (-len(key) % 4))
+            if key:  # (native kernels may have no uniform: nothing to write)
+                self._dev.queue.write_buffer(buf, 0, key + b"\0" * (-len(key) % 4))
             self._uniforms[key] = buf
             if len(self._uniforms) > _UNIFORM_CACHE:
                 self._uniforms.popitem(last=False)
@@ -583,7 +609,7 @@ class WgpuDevice(Device):
             ts = self._timer.writes() if self._timer is not None else None
             cp = enc.begin_compute_pass(timestamp_writes=ts)
             for d, off, blob in zip(dispatches, offsets, blobs, strict=True):
-                pipe, layout = self._pipeline(d.shader)
+                pipe, layout = self._pipeline(d.shader, entry=d.entry, constants=d.constants)
                 entries = []
                 for i, (name, kind) in enumerate(d.shader.bindings):
                     if kind == "uniform":
@@ -877,21 +903,76 @@ class WgpuDevice(Device):
             if not p.is_array:
                 continue
             buf: WgpuBuffer = a[0]
-            self._check_binding(name, buf.nbytes, f"array {p.name!r}")
-            other = bound.get(id(buf.buffer))
-            if other is not None and (other[1] or p.name in written):
-                raise UnsupportedOnBackend(
-                    f"{name}: the same array is passed as {other[0]!r} and {p.name!r}, and "
-                    "the kernel writes it; WebGPU cannot bind one buffer twice when it is "
-                    "written",
-                    fix=f"pass a copy as one of them ({p.name}.copy())",
-                )
-            bound[id(buf.buffer)] = (p.name, p.name in written)
+            self._bind_once(name, bound, buf, p.name, p.name in written)
             resources[p.name] = (buf, 0, buf.size)
         values = cg.launch_values(fn, domain, args)
         per_dim = self.limits.get("max-compute-workgroups-per-dimension", 65535)
         gx, gy = dispatch_2d(-(-threads // shader.workgroup), per_dim)
         self._run(name, [_Dispatch(shader, resources, values, (gx, gy, 1))])
+
+    def _bind_once(
+        self, what: str, bound: dict[int, tuple[str, bool]], buf: WgpuBuffer, name: str, rw: bool
+    ) -> None:
+        """Check array ``name`` for binding: its size, and that a buffer bound twice in one
+        dispatch is never written (WebGPU refuses that usage conflict)."""
+        self._check_binding(what, buf.nbytes, f"array {name!r}")
+        other = bound.get(id(buf.buffer))
+        if other is not None and (other[1] or rw):
+            raise UnsupportedOnBackend(
+                f"{what}: the same array is passed as {other[0]!r} and {name!r}, and "
+                "the kernel writes it; WebGPU cannot bind one buffer twice when it is "
+                "written",
+                fix=f"pass a copy as one of them ({name}.copy())",
+            )
+        bound[id(buf.buffer)] = (name, rw)
+
+    # ---- native kernels: the user's own WGSL (vgpu_nb.kernel.native) ----------------------
+    def compile_native(
+        self, shader: Shader, entry: str, what: str, constants: dict[str, float] | None = None
+    ) -> CompiledKernel:
+        """Build the pipeline of user-written WGSL: ``shader.bindings`` are its group-0
+        bindings in binding order, ``shader.params`` the fields of its uniform (if any);
+        Naga's errors become :class:`KernelCompileError` with the user's line."""
+        t0 = time.perf_counter()
+        self._pipeline(shader, what, entry, constants, native=True)
+        return CompiledKernel(
+            source=shader.code,
+            handle=_NativeHandle(shader, entry, constants),
+            compile_s=time.perf_counter() - t0,
+            cache_hit=False,  # (wgpu caches no pipelines across processes)
+            extra={"entry": entry, "workgroup": shader.workgroup},
+        )
+
+    def launch_native(
+        self,
+        ck: CompiledKernel,
+        arrays: dict[str, WgpuBuffer],
+        values: list[int | float],
+        groups: tuple[int, int, int],
+        what: str,
+    ) -> None:
+        """One dispatch of ``groups`` workgroups of a native kernel (not waiting). Each
+        storage binding gets its array's own bytes (so ``arrayLength`` is the array's
+        length; an empty array binds 4 bytes), the uniform the scalar ``values`` in
+        field order."""
+        h: _NativeHandle = ck.handle
+        per_dim = self.limits.get("max-compute-workgroups-per-dimension", 65535)
+        if max(groups) > per_dim:
+            raise UnsupportedOnBackend(
+                f"{what} needs {groups[0]} x {groups[1]} workgroups, but {self.name} allows "
+                f"at most {per_dim} per dimension (max-compute-workgroups-per-dimension)",
+                fix="launch a 2-D domain k[(ny, nx)], use a larger @workgroup_size, or let "
+                "each invocation loop over several elements",
+            )
+        resources: dict[str, tuple[WgpuBuffer, int, int]] = {}
+        bound: dict[int, tuple[str, bool]] = {}
+        for name, kind in h.shader.bindings:
+            if kind == "uniform":
+                continue
+            buf = arrays[name]
+            self._bind_once(what, bound, buf, name, kind == "rw")
+            resources[name] = (buf, 0, min(buf.size, max(4, -(-buf.nbytes // 4) * 4)))
+        self._run(what, [_Dispatch(h.shader, resources, values, groups, h.entry, h.constants)])
 
     # ---- @vg.reduction ----------------------------------------------------------------------
     def reduction_unsupported(self, red: ir.Reduction) -> str | None:
@@ -1061,6 +1142,13 @@ class _KernelHandle:
 
 
 @dataclass(frozen=True)
+class _NativeHandle:
+    shader: Shader
+    entry: str
+    constants: dict[str, float] | None
+
+
+@dataclass(frozen=True)
 class _ReductionHandle:
     red: ir.Reduction
     shaders: cg.ReductionShaders
@@ -1100,6 +1188,8 @@ class _Dispatch:
     resources: dict[str, tuple[WgpuBuffer, int, int]]  # binding name → (buffer, offset, size)
     params: dict[str, Any] | list[int | float]  # by name, or in field order
     groups: tuple[int, int, int]
+    entry: str = "main"  # (native kernels: the user's entry point and override constants)
+    constants: dict[str, float] | None = None
 
 
 __all__ = [

@@ -20,6 +20,25 @@ Cell magics:
 * ``%%vgpu run [--device D] [--policy P] [--profile]`` — run the cell with that default
   device and policy, then show its launches (a table; ``--profile`` adds the roofline and
   GFLOPS chart).
+* ``%%vgpu cuda NAME [--block B] [--grid G] [--shared BYTES] [--device D]`` — the cell is
+  raw CUDA C holding ``extern "C" __global__ void NAME(...)``; ``NAME`` becomes a launchable
+  kernel in the namespace: ``NAME[n](args)`` / ``NAME.launch(n, *args)`` (a launch record),
+  with ``vg.Array`` s for pointer parameters (dtype checked: ``float*`` takes f32) and
+  numbers for value parameters. ``--block`` threads per block (default 256; ``16,16`` for
+  2-D), ``--grid`` a fixed grid (default ``ceil(n / block)``), ``--shared`` dynamic shared
+  memory. Nothing is passed implicitly: the kernel guards its own bounds, so pass ``n`` if
+  it needs it.
+* ``%%vgpu wgsl NAME [--workgroup W] [--device D]`` — the cell is raw WGSL with the entry
+  point ``@compute @workgroup_size(W) fn NAME(...)``; arguments are its ``@group(0)
+  @binding(k)`` variables in binding order: ``var<storage, read|read_write> x:
+  array<f32|i32|u32>`` take arrays, and one ``var<uniform> p: Params`` takes the scalars,
+  one per field of ``struct Params`` in order. ``ceil(n / W)`` workgroups are dispatched
+  (``NAME[(ny, nx)]``: a 2-D dispatch). ``--workgroup`` must match a literal size or sets an
+  ``override`` constant.
+
+  Both compile at once (on ``--device``, else on the default device or the backend's first
+  one), so that compiler errors — NVRTC's log, Naga's message — fail this cell;
+  ``--device`` also binds the kernel to that device. See ``vgpu_nb.kernel.native``.
 
 Bad arguments raise IPython's ``UsageError`` (a short message, no traceback); failures of
 the work itself (a kernel that does not compile, an error in the cell) raise the real
@@ -32,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import keyword
 import shlex
 from typing import Any
 
@@ -74,10 +94,49 @@ def _cell_parser(kind: str) -> MagicArgumentParser:
     if kind == "run":
         p.add_argument("--policy", help="scheduler policy for the cell")
         p.add_argument("--profile", action="store_true", help="also draw the launches")
+    if kind in ("cuda", "wgsl"):
+        p.add_argument("name", metavar="NAME", type=_identifier, help="the kernel's name")
+    if kind == "cuda":
+        p.add_argument("--block", type=_dims("--block", 1024), help="threads per block")
+        p.add_argument("--grid", type=_dims("--grid"), help="blocks (default ceil(n / block))")
+        p.add_argument("--shared", type=_bytes, default=0, help="dynamic shared memory bytes")
+    if kind == "wgsl":
+        p.add_argument("--workgroup", type=_dims("--workgroup"), help="workgroup size")
     return p
 
 
-_CELL_KINDS = ("kernel", "run")
+_CELL_KINDS = ("kernel", "run", "cuda", "wgsl")
+
+
+def _identifier(text: str) -> str:
+    if not text.isidentifier() or keyword.iskeyword(text):
+        raise argparse.ArgumentTypeError(f"NAME must be a Python identifier, got {text!r}")
+    return text
+
+
+def _dims(option: str, limit: int | None = None) -> Any:
+    """An argparse type: ``256`` or ``16,16`` → a tuple of positive ints."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        from ..kernel.native import parse_size
+
+        try:
+            return parse_size(text, option, limit)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = option.lstrip("-")  # (argparse names the type in its messages)
+    return parse
+
+
+def _bytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--shared must be a number of bytes >= 0, got {text!r}")
+    return value
 
 
 def _split(line: str) -> list[str]:
@@ -115,6 +174,8 @@ class VgpuMagics(Magics):
         args = _cell_parser(words[0]).parse_args(words[1:])
         if words[0] == "kernel":
             return self._cell_kernel(args, cell)
+        if words[0] in ("cuda", "wgsl"):
+            return self._cell_native(words[0], args, cell)
         return self._cell_run(args, cell)
 
     # ---- line commands ------------------------------------------------------------------
@@ -201,6 +262,41 @@ class VgpuMagics(Magics):
                 ns[name].compile(dev)
         defined = ", ".join([*(f"{n} (kernel)" for n in kernels), *(f"{n} (func)" for n in funcs)])
         print(f"defined {defined}" if defined else "no undecorated functions in this cell")
+
+    def _cell_native(self, lang: str, args: argparse.Namespace, cell: str) -> None:
+        """Register the cell's CUDA C / WGSL as a launchable kernel named ``args.name``,
+        compiled now where a device of its backend is available."""
+        from ..errors import DeviceUnavailable, UnknownDevice
+        from ..kernel.native import BACKENDS, NativeKernel
+
+        what = f"%%vgpu {lang} {args.name}"
+        dev = None
+        if args.device is not None:
+            try:
+                dev = vg.get_device(args.device)
+            except (VgpuError, ValueError) as exc:
+                raise _usage(exc, f"{what} --device") from None
+            if dev.backend != BACKENDS[lang]:
+                raise UsageError(
+                    f"{what} --device {args.device}: {lang.upper()} kernels run on "
+                    f"{BACKENDS[lang]} devices, not on {dev.name}"
+                )
+        options: dict[str, Any] = {"device": dev, "filename": f"<{what}>"}
+        if lang == "cuda":
+            options.update(block=args.block, grid=args.grid, shared_mem=args.shared)
+        else:
+            options.update(workgroup=args.workgroup)
+        k = NativeKernel(cell, args.name, lang, **options)  # (source errors fail the cell)
+        note = ""
+        try:
+            target = k._resolve(None, None)
+        except (DeviceUnavailable, UnknownDevice) as exc:
+            note = f"; not compiled: no {BACKENDS[lang]} device here ({exc.what})"
+        else:
+            k.compile(target)
+            note = f", compiled for {target.name}"
+        self.shell.user_ns[args.name] = k
+        print(f"defined {k.signature} ({lang} kernel{note})")
 
     def _cell_run(self, args: argparse.Namespace, cell: str) -> Any:
         if args.policy is not None and args.policy not in vg.scheduler.POLICIES:
