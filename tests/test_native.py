@@ -11,8 +11,6 @@ import os
 
 import numpy as np
 import pytest
-from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 import vgpu_nb as vg
 from vgpu_nb.devices import discover
@@ -579,6 +577,7 @@ def test_cuda_magic(ip, cdev, capsys, rng):
 # ==== the cell magics ============================================================================
 @pytest.fixture(scope="module")
 def ip():
+    InteractiveShell = pytest.importorskip("IPython.core.interactiveshell").InteractiveShell
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "vgpu_nb")
     return shell
@@ -589,6 +588,7 @@ def _restore():
     """No arrays left in the shell's namespace (other tests count live arrays' bytes), and
     the default device as it was."""
     dev = vg.default_device()
+    InteractiveShell = pytest.importorskip("IPython.core.interactiveshell").InteractiveShell
     shell = InteractiveShell.instance()
     names = set(shell.user_ns)
     yield
@@ -667,13 +667,14 @@ BAD_NATIVE_CELLS = [
 @pytest.mark.parametrize(("line", "says"), BAD_NATIVE_CELLS)
 def test_bad_native_cell_arguments_are_usage_errors(ip, line, says):
     src = SAXPY_CUDA if line.startswith("cuda") else SAXPY_WGSL
-    with pytest.raises(UsageError, match=says):
+    with pytest.raises(pytest.importorskip("IPython.core.error").UsageError, match=says):
         ip.run_cell_magic("vgpu", line, src)
     assert "saxpy" not in ip.user_ns
 
 
 def test_cell_kinds_are_documented(ip):
-    with pytest.raises(UsageError, match="one of kernel, run, cuda, wgsl"):
+    usage = pytest.importorskip("IPython.core.error").UsageError
+    with pytest.raises(usage, match="one of kernel, run, cuda, wgsl"):
         ip.run_cell_magic("vgpu", "opencl k", "x = 1\n")
     doc = ip.find_cell_magic("vgpu").__doc__
     assert "%%vgpu cuda NAME" in doc and "%%vgpu wgsl NAME" in doc
