@@ -555,7 +555,7 @@ def test_cuda_compile_error_carries_nvrtc_log(cdev):
         native_kernel(bad, "saxpy").compile(cdev)
     msg = str(ei.value)
     assert "undefined_thing" in msg and "error" in msg  # NVRTC's log
-    assert "CUDA source of 'native kernel" in msg and "generated" not in msg
+    assert "CUDA source of \"native kernel 'saxpy'\"" in msg and "generated" not in msg
 
 
 @pytest.mark.gpu
