@@ -153,5 +153,15 @@ def test_help_documents_every_command(ip):
     for kind, name in (("line", "vgpu"), ("cell", "vgpu")):
         doc = ip.find_magic(name, kind).__doc__
         for word in ("devices", "use DEVICE", "policy", "memory", "calibrate", "doctor",
-                     "timeit", "%%vgpu kernel", "%%vgpu run", "UsageError"):  # fmt: skip
+                     "timeit", "dashboard", "%%vgpu kernel", "%%vgpu run",
+                     "UsageError"):  # fmt: skip
             assert word in doc, (kind, word)
+
+
+def test_dashboard_command_opens_one(ip):
+    dash = ip.run_line_magic("vgpu", "dashboard")
+    try:
+        assert "vg.dashboard: default device" in dash.summary()
+    finally:
+        dash.close()
+    assert dash.closed

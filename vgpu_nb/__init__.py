@@ -36,6 +36,7 @@ from .errors import (
 from .kernel.api import Kernel, ReductionFunction, func, kernel, reduction
 from .kernel.builtins import atomic_add, atomic_max, atomic_min, tid
 from .kernel.native import NativeKernel, native_kernel
+from .notebook.dashboard import dashboard  # (widgets and matplotlib load when called)
 from .ops import (  # reductions, linalg, elementwise math (lazy, fused; kernel builtins)
     abs,
     acos,
@@ -99,7 +100,8 @@ __all__ = [
     "DeviceInfo", "DeviceMismatch", "DeviceUnavailable", "EmptyReduction", "NotAnArray",
     "OutOfDeviceMemory", "SpillFailed", "TraceTooLarge",
     "ShapeMismatch", "UnknownDevice", "UnsupportedDType", "UnsupportedOnBackend", "VgpuError",
-    "arange", "argmax", "argmin", "asarray", "bool", "default_device", "device", "devices",
+    "arange", "argmax", "argmin", "asarray", "bool", "dashboard", "default_device", "device",
+    "devices",
     "dot", "dtypes", "empty", "errors", "f32", "f64", "full", "get_device", "i32", "i64",
     "matmul", "max", "mean", "min", "norm", "ones", "prod", "profile", "std", "sum", "timeit",
     "calibrate", "memory", "scheduler", "telemetry", "u32", "u64", "use", "var", "zeros",
