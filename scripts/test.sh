@@ -17,7 +17,7 @@ step "$BIN/python" -m pytest -p no:cacheprovider tests
 # notebooks run as on a new machine: a fresh cache (no calibration: vg.devices() prints the
 # same columns as when the notebooks were executed)
 NBCACHE=$(mktemp -d)
-VGPU_NB_CACHE_DIR=$NBCACHE step "$BIN/python" -m pytest -p no:cacheprovider --nbval notebooks --nbval-sanitize-with .nbval-sanitize.cfg
+VGPU_NB_CACHE_DIR=$NBCACHE step "$BIN/python" -m pytest -p no:cacheprovider --nbval notebooks tutorials --nbval-sanitize-with .nbval-sanitize.cfg
 rm -rf "$NBCACHE"
 # the quickstart in a real browser: no cell fails, the live dashboard re-renders while a long
 # cell runs; screenshots in artifacts/e2e/. Where scripts/sysdeps.sh installs Chromium (root

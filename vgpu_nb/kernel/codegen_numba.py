@@ -120,6 +120,14 @@ class _Emitter:
         else:
             self.w(0, "from vgpu_nb.kernel.pyrt import STATE, atomic, check, emit_print")
         self.w(0, "")
+        # min/max as functions: each argument evaluated once (an atomic in one runs once,
+        # as CUDA's and WGSL's min/max do; a trace counts one read)
+        for name, op in (("_vg_min", "<"), ("_vg_max", ">")):
+            if self.target == "numba":
+                self.w(0, "@njit(inline='always', cache=True)")
+            self.w(0, f"def {name}(a, b):")
+            self.w(1, f"return b if b {op} a else a")
+            self.w(0, "")
 
     def deco(self, parallel: bool = False) -> str | None:
         if self.target != "numba":
@@ -275,9 +283,7 @@ class _Emitter:
         args = [self.expr(a) for a in e.args]
         fn = e.fn
         if fn in ("min", "max"):
-            a, b = args
-            op = "<" if fn == "min" else ">"
-            return f"({b} if {b} {op} {a} else {a})"
+            return f"_vg_{fn}({args[0]}, {args[1]})"
         if fn == "fma":
             a, b, c = args
             if t is f32:  # exact product in f64, one rounding: a correctly rounded f32 fma
