@@ -66,6 +66,9 @@ from . import frontend, ir
 from . import trace as _trace
 from .trace import MAX_THREADS, Trace
 
+#: source(): languages accepted as the names of their backends
+_LANGS = {"wgsl": "wgpu", "python": "numpy"}
+
 _INT_LIMITS = {
     "i32": (-(2**31), 2**31 - 1),
     "u32": (0, 2**32 - 1),
@@ -190,11 +193,12 @@ class Kernel:
     # ---- code -------------------------------------------------------------------------
     def source(self, backend: str | Device = "numba") -> str:
         """The generated code for ``backend`` ("numpy", "numba", "cuda", "wgpu" or a
-        device). Works without the device: generating code needs no GPU."""
+        device; the languages "python", "wgsl" name them too). Works without the device:
+        generating code needs no GPU."""
         fn = self.ir
         if isinstance(backend, Device):
             return backend.kernel_source(fn)
-        name = backend.split(":")[0].lower()
+        name = _LANGS.get(n := backend.split(":")[0].lower(), n)
         if name in ("numba", "numpy"):
             from . import codegen_numba
 
@@ -905,7 +909,7 @@ class ReductionFunction:
             if any(d is inspect.Parameter.empty for d in dtypes):
                 raise KernelTypeError("give dtypes=[...] for an unannotated reduction")
         red = self.specialize([as_dtype(d) for d in dtypes])
-        name = backend.split(":")[0].lower()
+        name = _LANGS.get(n := backend.split(":")[0].lower(), n)
         if name in ("numba", "numpy"):
             from . import codegen_numba
 

@@ -105,6 +105,8 @@ class _Emitter:
         self.lines: list[str] = []
         self.fn: Function | None = None
         self.line = 0  # the user's line of the statement being emitted
+        self._helpers: set[str] = set()  # min/max helpers emitted so far
+        self._helpers_at = 0
 
     # ---- plumbing ------------------------------------------------------------------------
     def w(self, depth: int, text: str) -> None:
@@ -120,14 +122,22 @@ class _Emitter:
         else:
             self.w(0, "from vgpu_nb.kernel.pyrt import STATE, atomic, check, emit_print")
         self.w(0, "")
-        # min/max as functions: each argument evaluated once (an atomic in one runs once,
-        # as CUDA's and WGSL's min/max do; a trace counts one read)
-        for name, op in (("_vg_min", "<"), ("_vg_max", ">")):
+        self._helpers_at = len(self.lines)  # (where _minmax() inserts its helpers)
+
+    def _minmax(self, fn: str) -> str:
+        """``_vg_min``/``_vg_max``, defined after the header on first use: functions, so
+        that each argument is evaluated once (an atomic in one runs once, as CUDA's and
+        WGSL's min/max do; a trace counts one read)."""
+        name = f"_vg_{fn}"
+        if name not in self._helpers:
+            self._helpers.add(name)
+            op = "<" if fn == "min" else ">"
+            lines = [f"def {name}(a, b):", f"    return b if b {op} a else a", ""]
             if self.target == "numba":
-                self.w(0, "@njit(inline='always', cache=True)")
-            self.w(0, f"def {name}(a, b):")
-            self.w(1, f"return b if b {op} a else a")
-            self.w(0, "")
+                lines.insert(0, "@njit(inline='always', cache=True)")
+            self.lines[self._helpers_at : self._helpers_at] = lines
+            self._helpers_at += len(lines)
+        return name
 
     def deco(self, parallel: bool = False) -> str | None:
         if self.target != "numba":
@@ -283,7 +293,7 @@ class _Emitter:
         args = [self.expr(a) for a in e.args]
         fn = e.fn
         if fn in ("min", "max"):
-            return f"_vg_{fn}({args[0]}, {args[1]})"
+            return f"{self._minmax(fn)}({args[0]}, {args[1]})"
         if fn == "fma":
             a, b, c = args
             if t is f32:  # exact product in f64, one rounding: a correctly rounded f32 fma
