@@ -339,3 +339,26 @@ def test_dropdowns_set_the_default_device_and_policy(monkeypatch):
     assert d.device_dropdown.value == "numba" and vg.default_device().name == "numba"
     assert "failed" in d.status.value and "not available: test" in d.status.value
     d.close()
+
+
+def test_cpu_emulated_adapters_are_named_as_such():
+    """On a GPU-less host (CI, Binder) the WebGPU adapters run on Mesa's llvmpipe: the
+    dashboard says so next to them, as vg.devices() does."""
+    emulated = [
+        n for n, r in vg.devices().iterrows() if r.available and r.kind == "cpu-emulated gpu"
+    ]
+    if not emulated:
+        pytest.skip("no CPU-emulated WebGPU adapter on this machine")
+    name = emulated[0]
+    keep = vg.zeros(8, device=name)
+    d = vg.dashboard(mode="text", interval=None)
+    try:
+        d.state.refresh_tiers()
+        text = d.summary()
+        assert f"{name}: (CPU-emulated WebGPU adapter, no GPU)" in text
+        from vgpu_nb.notebook.dashboard import tiers_html
+
+        assert "CPU-emulated WebGPU adapter" in tiers_html(d.state.snapshot())
+    finally:
+        d.close()
+    del keep

@@ -314,6 +314,17 @@ def _plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
+def _emulated() -> set[str]:
+    """Devices that are CPU-emulated GPUs (a WebGPU adapter on Mesa's llvmpipe: no GPU
+    driver here): the dashboard says so next to them, as ``vg.devices()`` does."""
+    from ..devices import all_infos
+
+    return {i.name for i in all_infos() if i.kind == "cpu-emulated gpu"}
+
+
+_EMULATED_NOTE = "CPU-emulated WebGPU adapter, no GPU"
+
+
 def summary_text(snap: Snapshot, default: str, policy: str, timings: bool = False) -> str:
     """Devices with their tiers (used / budget), counts per device, the last decisions."""
     from ..memory.budgets import human
@@ -322,8 +333,11 @@ def summary_text(snap: Snapshot, default: str, policy: str, timings: bool = Fals
     names = sorted(set(snap.tiers) | {d for d, s in snap.stats.items() if s.launches or s.ops})
     if not names:
         lines.append("  no device used yet")
+    emulated = _emulated()
     for d in names:
         t = snap.tiers.get(d)
+        if d in emulated:
+            lines.append(f"  {d}: ({_EMULATED_NOTE})")
         if t is not None:
             (du, dc), (hu, hc), (ku, _) = t["device"], t["host"], t["disk"]
             lines.append(f"  {d}: device {human(du)} / {human(dc)}, host {human(hu)} / "
@@ -376,8 +390,10 @@ def tiers_html(snap: Snapshot) -> str:
     out = ['<div class="vgpu-dashboard-tiers" style="font-size:12px"><b>memory tiers</b>']
     if not snap.tiers:
         out.append("<div>no arrays made yet</div>")
+    emulated = _emulated()
     for d, t in sorted(snap.tiers.items()):
-        out.append(f'<div style="margin-top:4px"><b>{esc(d)}</b>: {t["arrays"]} arrays, '
+        note = f" <i>({_EMULATED_NOTE})</i>" if d in emulated else ""
+        out.append(f'<div style="margin-top:4px"><b>{esc(d)}</b>{note}: {t["arrays"]} arrays, '
                    f'spilled {esc(human(t["spilled_bytes"]))}</div>')  # fmt: skip
         for tier in ("device", "host", "disk"):
             used, cap = t[tier]
