@@ -226,10 +226,11 @@ def test_importing_vgpu_nb_loads_no_widgets_or_pyplot():
 
 # ---- widgets ------------------------------------------------------------------------------------
 def test_widgets_and_chart_update_after_events():
-    d = vg.dashboard(mode="widgets", interval=None)
+    d = vg.dashboard(mode="widgets", charts="png", interval=None)
     assert d.mode == "widgets" and d._thread is None
     assert "vgpu-dashboard" in d.widget._dom_classes
     assert "vgpu-dashboard-chart" in d.chart._dom_classes and d.chart.format == "png"
+    assert d.chart is d.chart_image and d.chart_canvas is None
     png0 = d.render()
     assert png0.startswith(PNG) and d.chart.value == png0 and d.renders == 1
     assert "0 launches" in d.status.value
@@ -248,7 +249,7 @@ def test_widgets_and_chart_update_after_events():
 
 
 def test_render_thread_updates_the_chart_within_seconds():
-    d = vg.dashboard(mode="widgets", interval=0.05)
+    d = vg.dashboard(mode="widgets", charts="png", interval=0.05)
     assert d._thread is not None and d._thread.is_alive()
     _launches(3, 0)
     deadline = time.monotonic() + 20  # (~1 s on an idle machine; CI shares 2 cores)
@@ -260,6 +261,47 @@ def test_render_thread_updates_the_chart_within_seconds():
     assert bytes(d.chart.value).startswith(PNG) and d.renders >= 1
     d.close()
     assert not d._thread.is_alive()
+
+
+def test_ipympl_chart_after_its_front_end_answers():
+    """charts="ipympl": a PNG chart first; once the canvas's front end says "initialized"
+    (the message a browser sends, driven here through the canvas's comm handler), the
+    canvas (no toolbar, same CSS class) replaces it, and each render redraws its figure and
+    pushes the frame through the widget."""
+    pytest.importorskip("ipympl", reason="ipympl is not installed (the notebook extra has it)")
+    d = vg.dashboard(mode="widgets", interval=None, charts="ipympl")
+    canvas = d.chart_canvas
+    assert d.charts == "ipympl" and type(canvas).__module__ == dash.__name__
+    assert "vgpu-dashboard-chart" in canvas._dom_classes and not canvas.toolbar_visible
+    assert d.chart is d.chart_image and d.chart_box.children == (d.chart_image,)
+    assert d.render().startswith(PNG) and bytes(d.chart_image.value).startswith(PNG)
+    canvas._handle_message(canvas, {"type": "initialized"}, [])
+    assert d.chart is canvas and d.chart_box.children == (canvas,) and d._redraw
+    assert d._render() is None and not d._redraw and d.renders == 2
+    assert d.render().startswith(PNG) and d.renders == 3  # (by hand: a PNG as well)
+    frame0 = canvas._last_buff.copy()  # (the frame last sent to the front end)
+    assert "no launches yet" in [t.get_text() for ax in canvas.figure.axes for t in ax.texts]
+    _launches(5, 1)
+    d.render()
+    assert canvas._last_buff.shape == frame0.shape and (canvas._last_buff != frame0).any()
+    gids = {ln.get_gid() for ax in canvas.figure.axes for ln in ax.get_lines()}
+    assert {"gflops:numba", "gbps:numba"} <= gids
+    d.close()
+    assert canvas.comm is None and canvas.toolbar.comm is None and d.chart_box.comm is None
+
+
+def test_charts_choice(monkeypatch):
+    has_ipympl = dash.importlib.util.find_spec("ipympl") is not None
+    assert dash.resolve_charts("png") == "png"
+    assert dash.resolve_charts(None) == ("ipympl" if has_ipympl else "png")
+    monkeypatch.setenv("VGPU_NB_CHARTS", "png")
+    assert dash.resolve_charts(None) == "png" and dash.resolve_charts("auto") != "auto"
+    with pytest.raises(ValueError, match="charts must be one of auto, png, ipympl"):
+        dash.resolve_charts("svg")
+    d = vg.dashboard(mode="text", charts="svg")  # (text mode draws no charts: not checked)
+    assert d.charts == "none"
+    with pytest.raises(ValueError, match="charts must be one of"):
+        vg.dashboard(mode="widgets", charts="svg")
 
 
 def test_after_cell_hook_ends_an_open_run():

@@ -50,6 +50,7 @@ BAD_LINES = [
     ("timeit x = (", "not a Python statement"),
     ('use "numba', "cannot parse"),
     ("calibrate --device nosuchdevice", "nosuchdevice"),
+    ("dashboard --charts svg", "invalid choice"),
 ]
 
 
@@ -165,3 +166,6 @@ def test_dashboard_command_opens_one(ip):
     finally:
         dash.close()
     assert dash.closed
+    dash = ip.run_line_magic("vgpu", "dashboard --charts png")
+    dash.close()
+    assert dash.charts in ("png", "none")  # ("none": a text dashboard, no front end here)

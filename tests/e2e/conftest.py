@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,14 +274,21 @@ def browser(deadline: Deadline):
 
 
 @pytest.fixture
-def lab_page(browser, deadline: Deadline):
+def lab_page(browser, deadline: Deadline, request: pytest.FixtureRequest):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(deadline.ms(60))
+    console: list[str] = []  # (the page's console: warnings and errors, for a failure's why)
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
     try:
         yield page
     finally:
         context.close()
+        log = ARTIFACTS / "browser-console.log"
+        with log.open("a") as f:
+            f.write(f"== {request.node.nodeid}\n")
+            f.writelines(f"{line[:2000]}\n" for line in console)
 
 
 # -- driving a notebook ---------------------------------------------------------------------
@@ -304,11 +311,33 @@ _STATE_JS = """(path) => {
   const kernel = panel.sessionContext && panel.sessionContext.session
       && panel.sessionContext.session.kernel;
   const dash = node.querySelector('.vgpu-dashboard');
-  const sel = 'img.vgpu-dashboard-chart, .vgpu-dashboard-chart img';
-  const img = (dash && dash.querySelector(sel)) || node.querySelector(sel);
+  const chart = (dash && dash.querySelector('.vgpu-dashboard-chart'))
+      || node.querySelector('.vgpu-dashboard-chart');
+  // an ipympl chart draws into its first <canvas>; a PNG chart is an <img>
+  const canvas = chart && (chart.tagName === 'CANVAS' ? chart : chart.querySelector('canvas'));
+  const img = chart && (chart.tagName === 'IMG' ? chart : chart.querySelector('img'));
+  let kind = null, src = null;
+  if (canvas && canvas.width > 0) {
+    const url = canvas.toDataURL();
+    let h = 0;
+    for (let i = 0; i < url.length; i++) h = (Math.imul(h, 31) + url.charCodeAt(i)) | 0;
+    kind = 'canvas'; src = `canvas:${url.length}:${h}`;
+  } else if (img) {
+    kind = 'img'; src = img.getAttribute('src');
+  }
   return {ready: true, prompts, status: kernel ? kernel.status : null, dashboard: !!dash,
-          chart: !!node.querySelector('.vgpu-dashboard-chart'), img: !!img,
-          src: img ? img.getAttribute('src') : null};
+          chart: !!chart, kind, src};
+}""".replace("/*panelOf*/", _PANEL_JS)
+
+# Select code cell i (counting code cells only) and run it (the command behind Shift+Enter).
+_RUN_CELL_JS = """([path, i]) => {
+  /*panelOf*/
+  const panel = panelOf(path), nb = panel.content;
+  const code = nb.widgets.map((c, k) => [c, k]).filter(([c]) => c.model.type === 'code');
+  nb.activeCellIndex = code[i][1];
+  nb.mode = 'command';
+  window.jupyterapp.commands.execute('notebook:run-cell');  // (not awaited: it runs on)
+  return null;
 }""".replace("/*panelOf*/", _PANEL_JS)
 
 # Error outputs as the notebook model holds them (output_type "error").
@@ -351,10 +380,15 @@ class NotebookRun:
     dom_errors: list[dict]
     dashboard: bool
     chart: bool
-    chart_img: bool
-    samples: list[str]  # chart src, read while a cell was executing
+    chart_kind: str | None  # "img" (a PNG chart) or "canvas" (ipympl), as last seen
+    samples: list[str]  # the chart's <img> src or a hash of its canvas, while a cell ran
+    kinds: set[str]  # what the chart was in those samples ("img", "canvas")
     seconds: float
     screenshots: dict[str, Path]
+    #: ``rerun(i)``: run code cell ``i`` of this notebook again (:func:`rerun_cell`)
+    rerun: Callable[[int], NotebookRun] | None = None
+    #: ``wait_for_chart(kind, seconds)``: wait till the chart is a ``kind``; the kind seen
+    wait_for_chart: Callable[[str, float], str | None] | None = None
 
     @property
     def unexecuted(self) -> list[int]:
@@ -365,19 +399,100 @@ class NotebookRun:
         return len(set(self.samples))
 
 
-def prepare_copy(lab: Lab, source, name: str) -> str:
+def prepare_copy(lab: Lab, source, name: str, first_cell: str | None = None) -> str:
     """Copy notebook ``source`` (a path or an nbformat notebook) into the server's root as
-    ``name``, outputs and counts cleared (what is seen afterwards is this run's). Returns its
-    path relative to the root."""
+    ``name``, outputs and counts cleared (what is seen afterwards is this run's), with code
+    ``first_cell`` (if given) put before its cells. Returns its path relative to the root."""
     import nbformat
+    import nbformat.v4 as nbf
 
     nb = nbformat.read(source, as_version=4) if isinstance(source, str | Path) else source
+    if first_cell is not None:
+        nb.cells.insert(0, nbf.new_code_cell(first_cell))
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     nb.metadata.pop("widgets", None)
     nbformat.write(nb, lab.root / name)
     return name
+
+
+def _watch(page, path: str, stem: str, shots: dict[str, Path], deadline: Deadline,
+           mid: str = "dashboard-mid") -> tuple[list[str], set[str], dict]:  # fmt: skip
+    """Until no cell is queued or running and the kernel is idle: every ~0.2 s, read the
+    chart while a cell runs (its ``src``, and its kind), and take ``{stem}-{mid}.png`` each
+    time it has changed. Returns the samples, their kinds and the last state."""
+    samples: list[str] = []
+    kinds: set[str] = set()
+    started = False
+    end = time.monotonic() + deadline.left()
+    while True:
+        s = page.evaluate(_STATE_JS, path)
+        prompts = s.get("prompts", [])
+        running = any("*" in p for p in prompts)
+        started = started or running or any(_NUMBER.match(p) for p in prompts)
+        if running and s.get("src"):
+            new = s["src"] not in samples
+            samples.append(s["src"])
+            kinds.add(s["kind"])
+            # (taken again at every redraw while cells run: the last one shows the most)
+            if new and len(set(samples)) >= 2:
+                shots[mid] = ARTIFACTS / f"{stem}-{mid}.png"
+                with contextlib.suppress(Exception):
+                    page.locator(".vgpu-dashboard").first.screenshot(
+                        path=shots[mid], timeout=10_000
+                    )
+        if started and not running and s.get("status") == "idle":
+            return samples, kinds, s
+        if time.monotonic() > end:
+            shots["end"] = ARTIFACTS / f"{stem}-end.png"
+            page.screenshot(path=shots["end"])
+            pytest.fail(
+                f"{path}: cells still running when the e2e budget ran out "
+                f"(prompts {prompts}, kernel {s.get('status')}); see {shots['end']}"
+            )
+        time.sleep(0.2)
+
+
+def wait_for_chart(page, path: str, kind: str, seconds: float) -> str | None:
+    """Wait up to ``seconds`` for the dashboard chart of ``path`` to be a ``kind`` ("img",
+    "canvas"); returns the kind it is then."""
+    end = time.monotonic() + seconds
+    while (now := page.evaluate(_STATE_JS, path).get("kind")) != kind:
+        if time.monotonic() > end:
+            break
+        time.sleep(0.2)
+    return now
+
+
+def rerun_cell(page, path: str, index: int, stem: str, deadline: Deadline) -> NotebookRun:
+    """Run code cell ``index`` of the open notebook ``path`` again (select it, then JupyterLab's
+    *Run Selected Cell* command, as Shift+Enter does) and watch it like :func:`run_notebook`
+    (``{stem}-rerun-dashboard-mid.png``)."""
+    shots: dict[str, Path] = {}
+    t0 = time.monotonic()
+    before = page.evaluate(_STATE_JS, path)["prompts"][index]
+    page.evaluate(_RUN_CELL_JS, [path, index])
+    page.wait_for_function(  # (its prompt changes: queued, running or done)
+        f"([path, i, before]) => ({_STATE_JS})(path).prompts[i] !== before",
+        arg=[path, index, before],
+        timeout=deadline.ms(30),
+        polling=100,
+    )
+    samples, kinds, s = _watch(page, path, stem, shots, deadline, "rerun-dashboard-mid")
+    return NotebookRun(
+        name=path,
+        prompts=s.get("prompts", []),
+        model_errors=page.evaluate(_MODEL_ERRORS_JS, path),
+        dom_errors=page.evaluate(_DOM_ERRORS_JS, path),
+        dashboard=bool(s.get("dashboard")),
+        chart=bool(s.get("chart")),
+        chart_kind=s.get("kind"),
+        samples=samples,
+        kinds=kinds,
+        seconds=time.monotonic() - t0,
+        screenshots={k: v for k, v in shots.items() if v.exists()},
+    )
 
 
 def run_notebook(page, lab: Lab, path: str, stem: str, deadline: Deadline) -> NotebookRun:
@@ -392,9 +507,6 @@ def run_notebook(page, lab: Lab, path: str, stem: str, deadline: Deadline) -> No
     t0 = time.monotonic()
     page.goto(lab.url(f"lab/tree/{path}?token={lab.token}"), timeout=deadline.ms(60))
 
-    def state() -> dict:
-        return page.evaluate(_STATE_JS, path)
-
     # the notebook is open, its kernel started and idle
     page.wait_for_function(
         f"(path) => {{ const s = ({_STATE_JS})(path); return s.ready && s.status === 'idle'; }}",
@@ -406,35 +518,7 @@ def run_notebook(page, lab: Lab, path: str, stem: str, deadline: Deadline) -> No
     page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-item:visible", has_text=re.compile(r"^Run All Cells")).first.click()
 
-    samples: list[str] = []
-    started = False
-    end = time.monotonic() + deadline.left()
-    while True:
-        s = state()
-        prompts = s.get("prompts", [])
-        running = any("*" in p for p in prompts)
-        started = started or running or any(_NUMBER.match(p) for p in prompts)
-        if running and s.get("src"):
-            new = s["src"] not in samples
-            samples.append(s["src"])
-            # (taken again at every redraw while cells run: the last one shows the most)
-            if new and len(set(samples)) >= 2:
-                shots["dashboard-mid"] = ARTIFACTS / f"{stem}-dashboard-mid.png"
-                with contextlib.suppress(Exception):
-                    page.locator(".vgpu-dashboard").first.screenshot(
-                        path=shots["dashboard-mid"], timeout=10_000
-                    )
-        if started and not running and s.get("status") == "idle":
-            break
-        if time.monotonic() > end:
-            shots["end"] = ARTIFACTS / f"{stem}-end.png"
-            page.screenshot(path=shots["end"])
-            pytest.fail(
-                f"{path}: cells still running when the e2e budget ran out "
-                f"(prompts {prompts}, kernel {s.get('status')}); see {shots['end']}"
-            )
-        time.sleep(0.2)
-
+    samples, kinds, s = _watch(page, path, stem, shots, deadline)
     seconds = time.monotonic() - t0
     model_errors = page.evaluate(_MODEL_ERRORS_JS, path)
     dom_errors = page.evaluate(_DOM_ERRORS_JS, path)
@@ -453,8 +537,9 @@ def run_notebook(page, lab: Lab, path: str, stem: str, deadline: Deadline) -> No
         dom_errors=dom_errors,
         dashboard=bool(s.get("dashboard")),
         chart=bool(s.get("chart")),
-        chart_img=bool(s.get("img")),
+        chart_kind=s.get("kind"),
         samples=samples,
+        kinds=kinds,
         seconds=seconds,
         screenshots={k: v for k, v in shots.items() if v.exists()},
     )
@@ -462,13 +547,19 @@ def run_notebook(page, lab: Lab, path: str, stem: str, deadline: Deadline) -> No
 
 @pytest.fixture
 def run_in_lab(browser, lab: Lab, lab_page, deadline: Deadline):
-    """``run_in_lab(notebook, stem)``: copy ``notebook`` (path or nbformat object) into the
-    server's root and run it there with :func:`run_notebook`. (``browser`` first: without
+    """``run_in_lab(notebook, stem, first_cell=None)``: copy ``notebook`` (path or nbformat
+    object) into the server's root as ``{stem}.ipynb`` (``first_cell`` before its cells) and
+    run it there with :func:`run_notebook`. (``browser`` first: without
     one the test skips before a server starts.)"""
 
-    def run(source, stem: str) -> NotebookRun:
-        name = Path(source).name if isinstance(source, str | Path) else f"{stem}.ipynb"
-        path = prepare_copy(lab, source, name)
-        return run_notebook(lab_page, lab, path, stem, deadline)
+    def run(source, stem: str, first_cell: str | None = None) -> NotebookRun:
+        name = f"{stem}.ipynb"
+        path = prepare_copy(lab, source, name, first_cell)
+        run = run_notebook(lab_page, lab, path, stem, deadline)
+        run.rerun = lambda index: rerun_cell(lab_page, path, index, stem, deadline)
+        run.wait_for_chart = lambda kind, seconds: wait_for_chart(
+            lab_page, path, kind, min(seconds, deadline.left())
+        )
+        return run
 
     return run

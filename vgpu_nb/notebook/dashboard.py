@@ -50,7 +50,9 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +63,8 @@ from ..telemetry.records import LaunchRecord, MemoryEvent, OpRecord
 #: the bus kinds a dashboard listens to: op/launch records, decisions, memory moves
 KINDS = ("op", "decision", *EVENT_KINDS)
 MODES = ("widgets", "text")
+#: how a widget dashboard draws its charts (see :func:`resolve_charts`)
+CHARTS = ("auto", "png", "ipympl")
 #: backends whose device clocks the render thread may read itself (see the module doc)
 THREAD_SAFE_CLOCKS = ("cuda",)
 #: the PNG's CSS classes and sizes (an end-to-end test finds the chart by its class)
@@ -426,56 +430,117 @@ def decisions_html(snap: Snapshot) -> str:
     return "".join(out)
 
 
+def draw_charts(fig: Any, snap: Snapshot) -> None:
+    """Draw the charts on ``fig`` (empty): the roofline of the latest records (left), GFLOPS
+    and GB/s over time per device (right). The caller holds :data:`_DRAW_LOCK`."""
+    from ..telemetry.profile import _color, draw_roofline
+
+    gs = fig.add_gridspec(2, 2, width_ratios=(1.0, 1.3), left=0.065, right=0.985,
+                          bottom=0.12, top=0.88, wspace=0.2, hspace=0.42)  # fmt: skip
+    roof = fig.add_subplot(gs[:, 0])
+    top = fig.add_subplot(gs[0, 1])
+    bottom = fig.add_subplot(gs[1, 1], sharex=top)
+    # (records in device order: the roofline's colours match the timelines')
+    shown = [d for d in snap.devices if snap.series.get(d) and snap.recent.get(d)]
+    draw_roofline(roof, [r for d in shown for r in snap.recent[d]])
+    for d in shown:
+        pts = sorted(snap.series[d])
+        color = _color(shown, d)
+        for ax, k, gid in ((top, 1, "gflops"), (bottom, 2, "gbps")):
+            xy = [(t - snap.t0, p[k]) for p in pts for t in (p[0],) if math.isfinite(p[k])]
+            if xy:
+                xs, ys = zip(*xy, strict=True)
+                ax.plot(xs, ys, marker="o", ms=3, drawstyle="steps-post", color=color,
+                        label=d, gid=f"{gid}:{d}")  # fmt: skip
+    n = snap.records
+    title = f"{n} record{'s' if n != 1 else ''} since the dashboard opened"
+    if n > (kept := sum(len(v) for v in snap.series.values())):
+        title += f", the last {kept} shown"
+    if snap.pending:
+        title += f" ({snap.pending} waiting for device time)"
+    top.set_title(title, fontsize="medium")
+    top.set_ylabel("GFLOPS")
+    bottom.set_ylabel("GB/s")
+    bottom.set_xlabel("seconds since the dashboard opened")
+    if shown:
+        top.legend(fontsize="small", loc="upper left")
+    else:
+        top.text(0.5, 0.5, "no launches yet", ha="center", va="center",
+                 transform=top.transAxes)  # fmt: skip
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0)
+    bottom.set_xlim(0, max(snap.now - snap.t0, 1.0))  # (the axis moves with the clock)
+
+
 def render_png(snap: Snapshot) -> bytes:
-    """The charts as PNG bytes: the roofline of the latest records (left), GFLOPS and GB/s
-    over time per device (right). Agg only: no pyplot, no GUI; safe in a thread."""
+    """The charts (:func:`draw_charts`) as PNG bytes. Agg only: no pyplot, no GUI; safe in a
+    thread."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from ..telemetry.profile import _color, draw_roofline
 
     with _DRAW_LOCK:
         fig = Figure(figsize=_FIGSIZE, dpi=_DPI)  # (fixed margins: a constrained layout
         FigureCanvasAgg(fig)  # would cost more than all the drawing)
-        gs = fig.add_gridspec(2, 2, width_ratios=(1.0, 1.3), left=0.065, right=0.985,
-                              bottom=0.12, top=0.88, wspace=0.2, hspace=0.42)  # fmt: skip
-        roof = fig.add_subplot(gs[:, 0])
-        top = fig.add_subplot(gs[0, 1])
-        bottom = fig.add_subplot(gs[1, 1], sharex=top)
-        # (records in device order: the roofline's colours match the timelines')
-        shown = [d for d in snap.devices if snap.series.get(d) and snap.recent.get(d)]
-        draw_roofline(roof, [r for d in shown for r in snap.recent[d]])
-        for d in shown:
-            pts = sorted(snap.series[d])
-            color = _color(shown, d)
-            for ax, k, gid in ((top, 1, "gflops"), (bottom, 2, "gbps")):
-                xy = [(t - snap.t0, p[k]) for p in pts for t in (p[0],) if math.isfinite(p[k])]
-                if xy:
-                    xs, ys = zip(*xy, strict=True)
-                    ax.plot(xs, ys, marker="o", ms=3, drawstyle="steps-post", color=color,
-                            label=d, gid=f"{gid}:{d}")  # fmt: skip
-        n = snap.records
-        title = f"{n} record{'s' if n != 1 else ''} since the dashboard opened"
-        if n > (kept := sum(len(v) for v in snap.series.values())):
-            title += f", the last {kept} shown"
-        if snap.pending:
-            title += f" ({snap.pending} waiting for device time)"
-        top.set_title(title, fontsize="medium")
-        top.set_ylabel("GFLOPS")
-        bottom.set_ylabel("GB/s")
-        bottom.set_xlabel("seconds since the dashboard opened")
-        if shown:
-            top.legend(fontsize="small", loc="upper left")
-        else:
-            top.text(0.5, 0.5, "no launches yet", ha="center", va="center",
-                     transform=top.transAxes)  # fmt: skip
-        for ax in (top, bottom):
-            ax.grid(True, alpha=0.3)
-            ax.set_ylim(bottom=0)
-        bottom.set_xlim(0, max(snap.now - snap.t0, 1.0))  # (the axis moves with the clock)
+        draw_charts(fig, snap)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=_DPI)
     return buf.getvalue()
+
+
+def resolve_charts(charts: str | None) -> str:
+    """``"png"`` or ``"ipympl"`` for ``charts`` (None: ``$VGPU_NB_CHARTS``, else
+    ``"auto"``); ``"auto"`` is ipympl where it is installed, else PNG."""
+    charts = (charts or os.environ.get("VGPU_NB_CHARTS", "") or "auto").strip().lower()
+    if charts not in CHARTS:
+        raise ValueError(f"charts must be one of {', '.join(CHARTS)}, got {charts!r}")
+    if charts == "auto":
+        return "ipympl" if importlib.util.find_spec("ipympl") is not None else "png"
+    if charts == "ipympl" and importlib.util.find_spec("ipympl") is None:
+        raise ImportError(
+            "charts='ipympl' needs ipympl: pip install ipympl (or vgpu-nb[notebook]); "
+            "charts='png' needs nothing more"
+        )
+    return charts
+
+
+def ipympl_chart(on_ready: Callable[[], None] | None = None) -> Any:
+    """A live ipympl canvas widget for the charts (CSS class :data:`CHART_CLASS`), outside
+    pyplot's figure registry: no toolbar, header or footer, a fixed size.
+
+    The render thread draws it with ``canvas.draw()``, which pushes the changed pixels to
+    the front end through the widget's comm at once (no round trip to the browser, so it
+    moves while a cell runs). The front end's own requests (its handshake, pixel ratio,
+    refresh) are handled on the kernel's main thread between cells; they take
+    :data:`_DRAW_LOCK` so they never draw the figure at the same time as the thread.
+
+    A browser shows no frame pushed before its handshake (``"initialized"``) reached the
+    kernel — with *Run All*, not before the kernel is idle (seen in JupyterLab 4.6 with
+    ipympl 0.10). ``on_ready`` is called (main thread) when it has; the dashboard shows a
+    PNG chart until then."""
+    from ipympl.backend_nbagg import Canvas, FigureManager
+    from matplotlib.figure import Figure
+
+    class _Chart(Canvas):  # type: ignore[misc,valid-type]
+        def _handle_message(self, obj: Any, content: Any, buffers: Any) -> None:
+            with _DRAW_LOCK:
+                super()._handle_message(obj, content, buffers)
+            if on_ready is not None and content.get("type") == "initialized":
+                on_ready()
+
+    fig = Figure(figsize=_FIGSIZE, dpi=_DPI)
+    with warnings.catch_warnings():  # (ipympl's toolbar trips a traitlets deprecation)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        canvas = _Chart(fig)
+        FigureManager(canvas, 0)  # (it sends the frames: canvas.draw() → refresh_all)
+    canvas.toolbar_visible = canvas.header_visible = canvas.footer_visible = False
+    canvas.resizable = False
+    # the size now, as ipympl does when the front end says "initialized": a browser running
+    # a whole notebook sends that only when the kernel is idle, and till then the view has
+    # a 0×0 canvas
+    canvas.manager.resize(*fig.bbox.size)
+    canvas.add_class(CHART_CLASS)
+    return canvas
 
 
 # ---- the dashboard --------------------------------------------------------------------------
@@ -521,8 +586,16 @@ class Dashboard:
 
     Widgets (``mode="widgets"``): ``widget`` (the root ``VBox``, CSS class
     ``vgpu-dashboard``), ``device_dropdown`` (sets ``vg.use``), ``policy_dropdown`` (sets
-    ``vg.scheduler.policy``), ``tiers`` and ``decisions_view`` (HTML), ``chart`` (an
-    ``ipywidgets.Image``, CSS class ``vgpu-dashboard-chart``), ``status``.
+    ``vg.scheduler.policy``), ``tiers`` and ``decisions_view`` (HTML), ``chart`` (the chart
+    shown now, CSS class ``vgpu-dashboard-chart``), ``status``.
+
+    ``charts`` (:func:`resolve_charts`; default ``"auto"`` or ``$VGPU_NB_CHARTS``: ipympl
+    where it is installed, else PNG) says how the charts are drawn. ``"png"``: ``chart`` is
+    ``chart_image``, an ``ipywidgets.Image`` the thread sets to PNG bytes (works in every
+    front end that shows ipywidgets, at once). ``"ipympl"``: also ``chart_canvas``, an
+    ipympl canvas (:func:`ipympl_chart`: only changed pixels travel); ``chart`` becomes the
+    canvas once its front end has answered, which a notebook run with *Run All* does only
+    when the kernel is idle — till then the PNG chart moves instead.
     """
 
     def __init__(
@@ -533,6 +606,7 @@ class Dashboard:
         decisions: int = 8,
         history: int = 512,
         roofline: int = 32,
+        charts: str | None = None,
     ) -> None:
         mode = detect_mode() if mode is None else mode
         if mode not in MODES:
@@ -541,6 +615,9 @@ class Dashboard:
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
         self.mode = mode
         self.interval = interval
+        self.charts = resolve_charts(charts) if mode == "widgets" else "none"
+        self.chart_canvas: Any = None
+        self._redraw = False  # (a render is due though no event came: the chart changed)
         self.state = DashboardState(history=history, roofline=roofline, decisions=decisions)
         self.renders = 0  # charts drawn so far (the thread's and render()'s)
         self.render_cpu_s = 0.0  # CPU seconds of the thread's last render
@@ -584,16 +661,23 @@ class Dashboard:
                                      layout=w.Layout(width="auto"))  # fmt: skip
         self.tiers = w.HTML(value="", layout=w.Layout(min_width="320px"))
         self.decisions_view = w.HTML(value="", layout=w.Layout(flex="1 1 auto"))
-        self.chart = w.Image(format="png", layout=w.Layout(width="100%", max_width="1100px"))
-        self.chart.add_class(CHART_CLASS)
+        self.chart_image = w.Image(format="png", layout=w.Layout(width="100%",
+                                                                 max_width="1100px"))  # fmt: skip
+        self.chart_image.add_class(CHART_CLASS)
+        self.chart = self.chart_image
+        self.chart_box = w.Box([self.chart])
+        if self.charts == "ipympl":
+            self.chart_canvas = ipympl_chart(on_ready=self._canvas_ready)
         head = w.HBox([self.device_dropdown, self.policy_dropdown, self.status,
                        self.close_button])  # fmt: skip
         middle = w.HBox([self.tiers, self.decisions_view])
-        self.widget = w.VBox([head, middle, self.chart])
+        self.widget = w.VBox([head, middle, self.chart_box])
         self.widget.add_class(ROOT_CLASS)
         self._widgets = [self.device_dropdown, self.policy_dropdown, self.status,
-                         self.close_button, self.tiers, self.decisions_view, self.chart, head,
-                         middle, self.widget]  # fmt: skip
+                         self.close_button, self.tiers, self.decisions_view, self.chart_image,
+                         self.chart_box, head, middle, self.widget]  # fmt: skip
+        if self.chart_canvas is not None:
+            self._widgets += [self.chart_canvas, self.chart_canvas.toolbar]
         self.device_dropdown.observe(self._on_device, names="value")
         self.policy_dropdown.observe(self._on_policy, names="value")
         self.close_button.on_click(lambda _b: self.close())
@@ -603,6 +687,16 @@ class Dashboard:
         self._ip = _ipython_events()
         if self._ip is not None:
             self._ip.events.register("post_run_cell", self._after_cell)
+
+    def _canvas_ready(self) -> None:
+        """(The ipympl canvas's front end answered: main thread.) Show the canvas instead of
+        the PNG chart and draw it at the next turn of the render thread."""
+        with self._ui_lock:
+            if self._closed or self.chart is self.chart_canvas:
+                return
+            self.chart = self.chart_canvas
+            self.chart_box.children = (self.chart_canvas,)
+            self._redraw = True
 
     def _on_device(self, change: dict[str, Any]) -> None:
         from ..devices import use
@@ -667,7 +761,7 @@ class Dashboard:
         views = [(self.tiers, tiers_html(snap)), (self.decisions_view, decisions_html(snap)),
                  (self.status, f"<span style='font-size:12px'>{esc(status)}</span>")]  # fmt: skip
         if png is not None:
-            views.append((self.chart, png))
+            views.append((self.chart_image, png))
         with self._ui_lock:
             for widget, value in views:
                 if widget.value != value:
@@ -676,16 +770,30 @@ class Dashboard:
     # ---- rendering ----------------------------------------------------------------------
     def render(self) -> bytes:
         """Render now: read pending device clocks, the memory tiers, draw the charts and
-        (in widget mode) update the widgets; returns the PNG. The thread calls this; called
-        from another thread (the one that launches), it first emits a run of launches in
+        (in widget mode) update the widgets; returns the charts as PNG bytes (drawn once
+        more for that where the ipympl canvas is shown). Called from another thread than
+        the dashboard's (the one that launches), it first emits a run of launches in
         progress (``vg.telemetry.flush()``)."""
+        png = self._render()
+        return png if png is not None else render_png(self.state.snapshot())
+
+    def _render(self) -> bytes | None:
+        """:meth:`render` without the PNG where the canvas is shown (the thread's call)."""
         if threading.current_thread() is not self._thread:
             BUS.flush()  # (called by hand, from the launching thread: runs in progress too)
         with self._render_lock:
             self.state.resolve()
             self.state.refresh_tiers()
             snap = self.state.snapshot()
-            png = render_png(snap)
+            self._redraw = False
+            png, canvas = None, self.chart_canvas
+            if canvas is None or self.chart is not canvas:
+                png = render_png(snap)
+            elif not self._closed:
+                with _DRAW_LOCK:
+                    canvas.figure.clear()
+                    draw_charts(canvas.figure, snap)
+                    canvas.draw()  # (sends the changed pixels to the front end)
             self.renders += 1
             if self.widget is not None and not self._closed:
                 self._sync_controls()
@@ -700,10 +808,10 @@ class Dashboard:
         while not self._stop.wait(wait):
             try:
                 self.state.resolve()  # (device times read elsewhere meanwhile: new points)
-                if self.state.version != seen:
+                if self.state.version != seen or self._redraw:
                     seen = self.state.version
                     t = time.thread_time()  # (CPU time: waiting for the GIL is not cost)
-                    self.render()
+                    self._render()
                     cpu = time.thread_time() - t
                     # (the first render imports matplotlib: not a measure of the next ones)
                     wait = max(self.interval, COST * cpu if self.renders > 1 else 0.0)

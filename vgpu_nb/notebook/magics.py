@@ -8,7 +8,8 @@ Line magic ``%vgpu COMMAND``:
 * ``memory [--device SIZE] [--host SIZE]`` — set tier budgets, show the tiers;
 * ``calibrate [--device D ...] [--force]`` — measure the devices' peaks (cached);
 * ``doctor`` — what works here and how to fix what does not;
-* ``dashboard`` — the live dashboard (``vg.dashboard()``: devices, tiers, decisions, charts);
+* ``dashboard [--charts auto|png|ipympl]`` — the live dashboard (``vg.dashboard()``:
+  devices, tiers, decisions, charts; drawn with ipympl where it is installed, else as PNG);
 * ``timeit [-n N] [-r R] EXPR`` — ``vg.timeit`` of a statement: mean ± std, GB/s, GFLOPS.
 
 Cell magics:
@@ -82,7 +83,9 @@ def _parser() -> MagicArgumentParser:
     s.add_argument("--device", action="append", help="only this device (repeatable)")
     s.add_argument("--force", action="store_true", help="measure again, ignoring the cache")
     sub.add_parser("doctor", add_help=False, help="check each backend")
-    sub.add_parser("dashboard", add_help=False, help="the live dashboard")
+    s = sub.add_parser("dashboard", add_help=False, help="the live dashboard")
+    s.add_argument("--charts", choices=("auto", "png", "ipympl"),
+                   help="ipympl or PNG charts (default: ipympl if installed)")  # fmt: skip
     s = sub.add_parser("timeit", add_help=False, help="time a statement with its GB/s")
     s.add_argument("-n", "--number", type=int, help="loops per repeat (default: automatic)")
     s.add_argument("-r", "--repeat", type=int, default=7, help="repeats (default 7)")
@@ -214,7 +217,10 @@ class VgpuMagics(Magics):
             raise _usage(exc, "%vgpu calibrate") from None
 
     def _cmd_dashboard(self, args: argparse.Namespace) -> Any:
-        return vg.dashboard()
+        try:
+            return vg.dashboard(charts=args.charts)
+        except ImportError as exc:
+            raise _usage(exc, "%vgpu dashboard") from None
 
     def _cmd_doctor(self, args: argparse.Namespace) -> None:
         from ..cli import cmd_doctor
