@@ -12,10 +12,13 @@ Layout (the notebook layer only *subscribes* to the telemetry bus):
   over time per device, and a roofline of the latest launches under the calibrated roofs
   (``vg.scheduler.cached(name)``, drawn by :func:`vgpu_nb.telemetry.profile.draw_roofline`) —
   with matplotlib (Agg, a :class:`~matplotlib.figure.Figure`, no pyplot state) into PNG
-  bytes in an ``ipywidgets.Image``. A widget value set from a thread reaches the front end
-  through the kernel's comm even while a cell runs. A render that takes long stretches the
-  wait before the next one (at least :data:`COST` × the CPU time it took), so drawing takes
-  at most ~12 % of one core from the work it shows (a render costs ~0.15 s of CPU here).
+  bytes in an ``ipywidgets.Image`` (or an ipympl canvas: see :class:`Dashboard`). A
+  widget value set from a thread reaches the front end through the kernel's comm even while
+  a cell runs. The figure and its axes are kept between renders (new axes cost most of a
+  render: their ticks). A render that takes long stretches the wait before the next one (at
+  least :data:`COST` × the CPU time it took), so drawing takes at most ~6 % of one core
+  from the work it shows: it holds the GIL while it draws, and on a machine with few cores
+  it also takes a core from the launches (``bench/bench_dashboard.py`` measures both).
 * Without a widget front end (plain Python, or ``mode="text"``) there are no widgets and
   no thread: the dashboard's ``repr`` is :meth:`Dashboard.summary`, a text that is the
   same for the same work (see there), so notebooks checked by nbval can print it.
@@ -72,7 +75,7 @@ CHART_CLASS = "vgpu-dashboard-chart"
 ROOT_CLASS = "vgpu-dashboard"
 #: the render thread waits at least this many times a render's CPU time before the next one
 #: (so drawing takes at most ~1/COST of a core from the work it shows)
-COST = 8
+COST = 16
 _FIGSIZE = (11.0, 4.2)
 _DPI = 80
 
@@ -431,15 +434,27 @@ def decisions_html(snap: Snapshot) -> str:
 
 
 def draw_charts(fig: Any, snap: Snapshot) -> None:
-    """Draw the charts on ``fig`` (empty): the roofline of the latest records (left), GFLOPS
-    and GB/s over time per device (right). The caller holds :data:`_DRAW_LOCK`."""
+    """Draw the charts on ``fig``: the roofline of the latest records (left), GFLOPS and GB/s
+    over time per device (right). A figure drawn by this before keeps its axes (and their
+    ticks, most of a first render's cost): only the data artists are replaced. The caller
+    holds :data:`_DRAW_LOCK`."""
     from ..telemetry.profile import _color, draw_roofline
 
-    gs = fig.add_gridspec(2, 2, width_ratios=(1.0, 1.3), left=0.065, right=0.985,
-                          bottom=0.12, top=0.88, wspace=0.2, hspace=0.42)  # fmt: skip
-    roof = fig.add_subplot(gs[:, 0])
-    top = fig.add_subplot(gs[0, 1])
-    bottom = fig.add_subplot(gs[1, 1], sharex=top)
+    if getattr(fig, "_vgpu_charts", None) is not None:
+        roof, top, bottom = fig._vgpu_charts
+        for ax in (roof, top, bottom):
+            for art in [*ax.lines, *ax.collections, *ax.texts]:
+                art.remove()
+            if (legend := ax.get_legend()) is not None:
+                legend.remove()
+    else:
+        fig.clear()
+        gs = fig.add_gridspec(2, 2, width_ratios=(1.0, 1.3), left=0.065, right=0.985,
+                              bottom=0.12, top=0.88, wspace=0.2, hspace=0.42)  # fmt: skip
+        roof = fig.add_subplot(gs[:, 0])
+        top = fig.add_subplot(gs[0, 1])
+        bottom = fig.add_subplot(gs[1, 1], sharex=top)
+        fig._vgpu_charts = (roof, top, bottom)
     # (records in device order: the roofline's colours match the timelines')
     shown = [d for d in snap.devices if snap.series.get(d) and snap.recent.get(d)]
     draw_roofline(roof, [r for d in shown for r in snap.recent[d]])
@@ -468,20 +483,29 @@ def draw_charts(fig: Any, snap: Snapshot) -> None:
         top.text(0.5, 0.5, "no launches yet", ha="center", va="center",
                  transform=top.transAxes)  # fmt: skip
     for ax in (top, bottom):
+        ax.relim()  # (the limits of this frame's lines only)
+        ax.autoscale_view()
         ax.grid(True, alpha=0.3)
         ax.set_ylim(bottom=0)
     bottom.set_xlim(0, max(snap.now - snap.t0, 1.0))  # (the axis moves with the clock)
 
 
-def render_png(snap: Snapshot) -> bytes:
-    """The charts (:func:`draw_charts`) as PNG bytes. Agg only: no pyplot, no GUI; safe in a
-    thread."""
+def chart_figure() -> Any:
+    """An Agg figure for :func:`render_png` (fixed margins: a constrained layout would cost
+    more than all the drawing). No pyplot, no GUI; safe in a thread."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=_FIGSIZE, dpi=_DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def render_png(snap: Snapshot, fig: Any = None) -> bytes:
+    """The charts (:func:`draw_charts`) as PNG bytes, on ``fig`` (from :func:`chart_figure`,
+    kept between renders: a redraw then costs ~half of a first one) or a new figure."""
     with _DRAW_LOCK:
-        fig = Figure(figsize=_FIGSIZE, dpi=_DPI)  # (fixed margins: a constrained layout
-        FigureCanvasAgg(fig)  # would cost more than all the drawing)
+        fig = chart_figure() if fig is None else fig
         draw_charts(fig, snap)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=_DPI)
@@ -617,6 +641,7 @@ class Dashboard:
         self.interval = interval
         self.charts = resolve_charts(charts) if mode == "widgets" else "none"
         self.chart_canvas: Any = None
+        self._figure: Any = None  # (the PNG chart's figure, kept between renders)
         self._redraw = False  # (a render is due though no event came: the chart changed)
         self.state = DashboardState(history=history, roofline=roofline, decisions=decisions)
         self.renders = 0  # charts drawn so far (the thread's and render()'s)
@@ -775,7 +800,11 @@ class Dashboard:
         the dashboard's (the one that launches), it first emits a run of launches in
         progress (``vg.telemetry.flush()``)."""
         png = self._render()
-        return png if png is not None else render_png(self.state.snapshot())
+        if png is None:  # (the canvas is shown: the same charts on the PNG figure)
+            with self._render_lock:
+                self._figure = chart_figure() if self._figure is None else self._figure
+                png = render_png(self.state.snapshot(), self._figure)
+        return png
 
     def _render(self) -> bytes | None:
         """:meth:`render` without the PNG where the canvas is shown (the thread's call)."""
@@ -788,10 +817,11 @@ class Dashboard:
             self._redraw = False
             png, canvas = None, self.chart_canvas
             if canvas is None or self.chart is not canvas:
-                png = render_png(snap)
+                if self._figure is None:
+                    self._figure = chart_figure()
+                png = render_png(snap, self._figure)
             elif not self._closed:
                 with _DRAW_LOCK:
-                    canvas.figure.clear()
                     draw_charts(canvas.figure, snap)
                     canvas.draw()  # (sends the changed pixels to the front end)
             self.renders += 1
@@ -801,8 +831,8 @@ class Dashboard:
             return png
 
     def _loop(self) -> None:
-        """Render when something changed, at most every ``interval`` s (and at most a fifth
-        of the time); otherwise refresh the tiers and the dropdowns every ~2 s."""
+        """Render when something changed, at most every ``interval`` s (and at most
+        1/:data:`COST` of the time); otherwise refresh the tiers and the dropdowns every ~2 s."""
         assert self.interval is not None
         seen, wait, quiet = -1, 0.0, 0.0
         while not self._stop.wait(wait):
