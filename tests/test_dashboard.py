@@ -5,6 +5,7 @@ closing, several dashboards at once, and the device / policy dropdowns."""
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import time
@@ -266,8 +267,8 @@ def test_render_thread_updates_the_chart_within_seconds():
 def test_ipympl_chart_after_its_front_end_answers():
     """charts="ipympl": a PNG chart first; once the canvas's front end says "initialized"
     (the message a browser sends, driven here through the canvas's comm handler), the
-    canvas (no toolbar, same CSS class) replaces it, and each render redraws its figure and
-    pushes the frame through the widget."""
+    canvas (no toolbar, same CSS class) replaces it, and each render puts a frame drawn in
+    the helper process into the canvas and pushes it through the widget."""
     pytest.importorskip("ipympl", reason="ipympl is not installed (the notebook extra has it)")
     d = vg.dashboard(mode="widgets", interval=None, charts="ipympl")
     canvas = d.chart_canvas
@@ -279,15 +280,51 @@ def test_ipympl_chart_after_its_front_end_answers():
     assert d.chart is canvas and d.chart_box.children == (canvas,) and d._redraw
     assert d._render() is None and not d._redraw and d.renders == 2
     assert d.render().startswith(PNG) and d.renders == 3  # (by hand: a PNG as well)
-    frame0 = canvas._last_buff.copy()  # (the frame last sent to the front end)
-    assert "no launches yet" in [t.get_text() for ax in canvas.figure.axes for t in ax.texts]
+    rgba0, shape = canvas._frame
+    assert shape == (336, 880) and len(rgba0) == 336 * 880 * 4
+    assert canvas._last_buff.tobytes() == rgba0  # (the frame last sent to the front end)
     _launches(5, 1)
-    d.render()
-    assert canvas._last_buff.shape == frame0.shape and (canvas._last_buff != frame0).any()
+    d._render()
+    assert canvas._frame[0] != rgba0 and canvas._last_buff.tobytes() == canvas._frame[0]
+    canvas.draw()  # (what the front end's redraw request does: the last frame again)
+    assert canvas._last_buff.tobytes() == canvas._frame[0]
+    d.close()
+    assert canvas.comm is None and canvas.toolbar.comm is None and d.chart_box.comm is None
+
+
+def test_charts_are_drawn_in_a_helper_process():
+    from vgpu_nb.notebook import render_worker
+
+    d = vg.dashboard(mode="widgets", interval=None, charts="png")
+    _launches(3, 1)
+    assert d.render().startswith(PNG) and not d._in_process
+    assert render_worker.pid() != os.getpid()
+    d.close()
+
+
+def test_in_process_fallback_draws_the_same_charts(monkeypatch):
+    """VGPU_NB_RENDER=thread (or a helper process that fails: here one that cannot answer in
+    time) draws in the dashboard's thread, and the status says so when it was a failure."""
+    pytest.importorskip("ipympl", reason="ipympl is not installed (the notebook extra has it)")
+    from vgpu_nb.notebook import render_worker
+
+    monkeypatch.setenv("VGPU_NB_RENDER", "thread")
+    d = vg.dashboard(mode="widgets", interval=None, charts="ipympl")
+    assert d._in_process
+    canvas = d.chart_canvas
+    canvas._handle_message(canvas, {"type": "initialized"}, [])
+    _launches(5, 1)
+    d._render()
+    assert canvas._frame is None  # (drawn on the canvas's own figure)
     gids = {ln.get_gid() for ax in canvas.figure.axes for ln in ax.get_lines()}
     assert {"gflops:numba", "gbps:numba"} <= gids
     d.close()
-    assert canvas.comm is None and canvas.toolbar.comm is None and d.chart_box.comm is None
+    monkeypatch.delenv("VGPU_NB_RENDER")
+    monkeypatch.setattr(render_worker, "TIMEOUT_S", 1e-6)
+    e = vg.dashboard(mode="widgets", interval=None, charts="png")
+    assert e.render().startswith(PNG) and e._in_process
+    assert "charts drawn in the kernel" in e.status.value and "TimeoutError" in e.status.value
+    e.close()
 
 
 def test_charts_choice(monkeypatch):

@@ -16,9 +16,9 @@ Layout (the notebook layer only *subscribes* to the telemetry bus):
   widget value set from a thread reaches the front end through the kernel's comm even while
   a cell runs. The figure and its axes are kept between renders (new axes cost most of a
   render: their ticks). A render that takes long stretches the wait before the next one (at
-  least :data:`COST` × the CPU time it took), so drawing takes at most ~6 % of one core
-  from the work it shows: it holds the GIL while it draws, and on a machine with few cores
-  it also takes a core from the launches (``bench/bench_dashboard.py`` measures both).
+  least :data:`COST` × its own CPU time); the drawing itself happens in a helper process
+  (:mod:`~vgpu_nb.notebook.render_worker`: matplotlib holds the GIL while it draws), kept
+  to :data:`SHARE` of the machine's CPU. ``bench/bench_dashboard.py`` measures the cost.
 * Without a widget front end (plain Python, or ``mode="text"``) there are no widgets and
   no thread: the dashboard's ``repr`` is :meth:`Dashboard.summary`, a text that is the
   same for the same work (see there), so notebooks checked by nbval can print it.
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import io
 import math
 import os
 import re
@@ -62,6 +61,8 @@ from typing import Any
 from ..memory.report import EVENT_KINDS
 from ..telemetry.bus import BUS, Subscription
 from ..telemetry.records import LaunchRecord, MemoryEvent, OpRecord
+from . import render_worker
+from .charts import DPI, DRAW_LOCK, FIGSIZE, chart_data, chart_figure, draw_charts, render_png
 
 #: the bus kinds a dashboard listens to: op/launch records, decisions, memory moves
 KINDS = ("op", "decision", *EVENT_KINDS)
@@ -73,15 +74,16 @@ THREAD_SAFE_CLOCKS = ("cuda",)
 #: the PNG's CSS classes and sizes (an end-to-end test finds the chart by its class)
 CHART_CLASS = "vgpu-dashboard-chart"
 ROOT_CLASS = "vgpu-dashboard"
-#: the render thread waits at least this many times a render's CPU time before the next one
-#: (so drawing takes at most ~1/COST of a core from the work it shows)
+#: the render thread waits at least this many times its own CPU time of a render before the
+#: next one (so it takes at most ~1/COST of the GIL from the work it shows) ...
 COST = 16
-_FIGSIZE = (11.0, 4.2)
-_DPI = 80
+#: ... and so that the helper process's drawing takes at most this share of the machine's
+#: CPU (all cores): on a 2-core machine a frame of ~0.1 s CPU every ~1.5 s, on 16 cores at
+#: every ``interval``
+SHARE = 0.03
 
 _OPEN: set[Dashboard] = set()  # dashboards not closed yet (close_all)
 _OPEN_LOCK = threading.Lock()
-_DRAW_LOCK = threading.Lock()  # matplotlib is not thread-safe: one render at a time
 
 
 def _time_known(r: OpRecord) -> bool:
@@ -433,85 +435,6 @@ def decisions_html(snap: Snapshot) -> str:
     return "".join(out)
 
 
-def draw_charts(fig: Any, snap: Snapshot) -> None:
-    """Draw the charts on ``fig``: the roofline of the latest records (left), GFLOPS and GB/s
-    over time per device (right). A figure drawn by this before keeps its axes (and their
-    ticks, most of a first render's cost): only the data artists are replaced. The caller
-    holds :data:`_DRAW_LOCK`."""
-    from ..telemetry.profile import _color, draw_roofline
-
-    if getattr(fig, "_vgpu_charts", None) is not None:
-        roof, top, bottom = fig._vgpu_charts
-        for ax in (roof, top, bottom):
-            for art in [*ax.lines, *ax.collections, *ax.texts]:
-                art.remove()
-            if (legend := ax.get_legend()) is not None:
-                legend.remove()
-    else:
-        fig.clear()
-        gs = fig.add_gridspec(2, 2, width_ratios=(1.0, 1.3), left=0.065, right=0.985,
-                              bottom=0.12, top=0.88, wspace=0.2, hspace=0.42)  # fmt: skip
-        roof = fig.add_subplot(gs[:, 0])
-        top = fig.add_subplot(gs[0, 1])
-        bottom = fig.add_subplot(gs[1, 1], sharex=top)
-        fig._vgpu_charts = (roof, top, bottom)
-    # (records in device order: the roofline's colours match the timelines')
-    shown = [d for d in snap.devices if snap.series.get(d) and snap.recent.get(d)]
-    draw_roofline(roof, [r for d in shown for r in snap.recent[d]])
-    for d in shown:
-        pts = sorted(snap.series[d])
-        color = _color(shown, d)
-        for ax, k, gid in ((top, 1, "gflops"), (bottom, 2, "gbps")):
-            xy = [(t - snap.t0, p[k]) for p in pts for t in (p[0],) if math.isfinite(p[k])]
-            if xy:
-                xs, ys = zip(*xy, strict=True)
-                ax.plot(xs, ys, marker="o", ms=3, drawstyle="steps-post", color=color,
-                        label=d, gid=f"{gid}:{d}")  # fmt: skip
-    n = snap.records
-    title = f"{n} record{'s' if n != 1 else ''} since the dashboard opened"
-    if n > (kept := sum(len(v) for v in snap.series.values())):
-        title += f", the last {kept} shown"
-    if snap.pending:
-        title += f" ({snap.pending} waiting for device time)"
-    top.set_title(title, fontsize="medium")
-    top.set_ylabel("GFLOPS")
-    bottom.set_ylabel("GB/s")
-    bottom.set_xlabel("seconds since the dashboard opened")
-    if shown:
-        top.legend(fontsize="small", loc="upper left")
-    else:
-        top.text(0.5, 0.5, "no launches yet", ha="center", va="center",
-                 transform=top.transAxes)  # fmt: skip
-    for ax in (top, bottom):
-        ax.relim()  # (the limits of this frame's lines only)
-        ax.autoscale_view()
-        ax.grid(True, alpha=0.3)
-        ax.set_ylim(bottom=0)
-    bottom.set_xlim(0, max(snap.now - snap.t0, 1.0))  # (the axis moves with the clock)
-
-
-def chart_figure() -> Any:
-    """An Agg figure for :func:`render_png` (fixed margins: a constrained layout would cost
-    more than all the drawing). No pyplot, no GUI; safe in a thread."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=_FIGSIZE, dpi=_DPI)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def render_png(snap: Snapshot, fig: Any = None) -> bytes:
-    """The charts (:func:`draw_charts`) as PNG bytes, on ``fig`` (from :func:`chart_figure`,
-    kept between renders: a redraw then costs ~half of a first one) or a new figure."""
-    with _DRAW_LOCK:
-        fig = chart_figure() if fig is None else fig
-        draw_charts(fig, snap)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=_DPI)
-    return buf.getvalue()
-
-
 def resolve_charts(charts: str | None) -> str:
     """``"png"`` or ``"ipympl"`` for ``charts`` (None: ``$VGPU_NB_CHARTS``, else
     ``"auto"``); ``"auto"`` is ipympl where it is installed, else PNG."""
@@ -528,31 +451,61 @@ def resolve_charts(charts: str | None) -> str:
     return charts
 
 
-def ipympl_chart(on_ready: Callable[[], None] | None = None) -> Any:
+def ipympl_chart(
+    on_ready: Callable[[], None] | None = None, on_stale: Callable[[], None] | None = None
+) -> Any:
     """A live ipympl canvas widget for the charts (CSS class :data:`CHART_CLASS`), outside
     pyplot's figure registry: no toolbar, header or footer, a fixed size.
 
-    The render thread draws it with ``canvas.draw()``, which pushes the changed pixels to
-    the front end through the widget's comm at once (no round trip to the browser, so it
-    moves while a cell runs). The front end's own requests (its handshake, pixel ratio,
-    refresh) are handled on the kernel's main thread between cells; they take
-    :data:`_DRAW_LOCK` so they never draw the figure at the same time as the thread.
+    Frames come drawn (RGBA, from the helper process): ``canvas.show_frame(rgba, shape)``
+    puts one in the canvas's buffer and pushes the changed pixels to the front end through
+    the widget's comm at once (no round trip to the browser, so it moves while a cell runs).
+    The front end's own requests (its handshake, pixel ratio, a redraw) are handled on the
+    kernel's main thread between cells, under :data:`~vgpu_nb.notebook.charts.DRAW_LOCK`;
+    a redraw repaints the last frame (``on_stale`` is called when that frame no longer fits,
+    after a change of pixel ratio). Without a frame (the fallback, drawing in this process)
+    ``canvas.draw()`` draws ``canvas.figure`` as any ipympl canvas does.
 
     A browser shows no frame pushed before its handshake (``"initialized"``) reached the
     kernel — with *Run All*, not before the kernel is idle (seen in JupyterLab 4.6 with
     ipympl 0.10). ``on_ready`` is called (main thread) when it has; the dashboard shows a
     PNG chart until then."""
+    import numpy as np
     from ipympl.backend_nbagg import Canvas, FigureManager
     from matplotlib.figure import Figure
 
     class _Chart(Canvas):  # type: ignore[misc,valid-type]
+        _frame: tuple[bytes, tuple[int, int]] | None = None  # (drawn elsewhere)
+
         def _handle_message(self, obj: Any, content: Any, buffers: Any) -> None:
-            with _DRAW_LOCK:
+            with DRAW_LOCK:
                 super()._handle_message(obj, content, buffers)
             if on_ready is not None and content.get("type") == "initialized":
                 on_ready()
 
-    fig = Figure(figsize=_FIGSIZE, dpi=_DPI)
+        def show_frame(self, rgba: bytes, shape: tuple[int, int]) -> bool:
+            """Show a frame drawn elsewhere; False if it does not fit the canvas now."""
+            with DRAW_LOCK:
+                self._frame = (rgba, tuple(shape))
+                return self._paint()
+
+        def _paint(self) -> bool:
+            rgba, shape = self._frame
+            buf = np.asarray(self.get_renderer().buffer_rgba())
+            if buf.shape[:2] != shape:
+                return False
+            buf[...] = np.frombuffer(rgba, np.uint8).reshape(buf.shape)
+            self._png_is_old = True
+            self.manager.refresh_all()  # (the changed pixels to the front end)
+            return True
+
+        def draw(self) -> None:  # (the front end's redraw request, under DRAW_LOCK)
+            if self._frame is None:
+                super().draw()
+            elif not self._paint() and on_stale is not None:
+                on_stale()
+
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
     with warnings.catch_warnings():  # (ipympl's toolbar trips a traitlets deprecation)
         warnings.simplefilter("ignore", DeprecationWarning)
         canvas = _Chart(fig)
@@ -642,10 +595,13 @@ class Dashboard:
         self.charts = resolve_charts(charts) if mode == "widgets" else "none"
         self.chart_canvas: Any = None
         self._figure: Any = None  # (the PNG chart's figure, kept between renders)
+        self._in_process = not render_worker.enabled()  # (draw here, not in the helper)
         self._redraw = False  # (a render is due though no event came: the chart changed)
         self.state = DashboardState(history=history, roofline=roofline, decisions=decisions)
         self.renders = 0  # charts drawn so far (the thread's and render()'s)
-        self.render_cpu_s = 0.0  # CPU seconds of the thread's last render
+        self.render_cpu_s = 0.0  # CPU seconds of the thread's last render (this thread)
+        self.render_worker_cpu_s = 0.0  # the helper process's CPU seconds for it
+        self._worker_cpu = 0.0
         self.widget: Any = None
         self._closed = False
         self._stop = threading.Event()
@@ -692,7 +648,8 @@ class Dashboard:
         self.chart = self.chart_image
         self.chart_box = w.Box([self.chart])
         if self.charts == "ipympl":
-            self.chart_canvas = ipympl_chart(on_ready=self._canvas_ready)
+            self.chart_canvas = ipympl_chart(on_ready=self._canvas_ready,
+                                             on_stale=self._stale)  # fmt: skip
         head = w.HBox([self.device_dropdown, self.policy_dropdown, self.status,
                        self.close_button])  # fmt: skip
         middle = w.HBox([self.tiers, self.decisions_view])
@@ -712,6 +669,9 @@ class Dashboard:
         self._ip = _ipython_events()
         if self._ip is not None:
             self._ip.events.register("post_run_cell", self._after_cell)
+
+    def _stale(self) -> None:
+        self._redraw = True
 
     def _canvas_ready(self) -> None:
         """(The ipympl canvas's front end answered: main thread.) Show the canvas instead of
@@ -800,10 +760,9 @@ class Dashboard:
         the dashboard's (the one that launches), it first emits a run of launches in
         progress (``vg.telemetry.flush()``)."""
         png = self._render()
-        if png is None:  # (the canvas is shown: the same charts on the PNG figure)
+        if png is None:  # (the canvas is shown: the same charts as a PNG)
             with self._render_lock:
-                self._figure = chart_figure() if self._figure is None else self._figure
-                png = render_png(self.state.snapshot(), self._figure)
+                png = self._png(chart_data(self.state.snapshot()))
         return png
 
     def _render(self) -> bytes | None:
@@ -815,20 +774,52 @@ class Dashboard:
             self.state.refresh_tiers()
             snap = self.state.snapshot()
             self._redraw = False
+            data = chart_data(snap)
             png, canvas = None, self.chart_canvas
             if canvas is None or self.chart is not canvas:
-                if self._figure is None:
-                    self._figure = chart_figure()
-                png = render_png(snap, self._figure)
+                png = self._png(data)
             elif not self._closed:
-                with _DRAW_LOCK:
-                    draw_charts(canvas.figure, snap)
-                    canvas.draw()  # (sends the changed pixels to the front end)
+                self._paint_canvas(data)
             self.renders += 1
             if self.widget is not None and not self._closed:
                 self._sync_controls()
                 self._update_views(snap, png)
             return png
+
+    def _fallback(self, exc: Exception) -> None:
+        """The helper process failed: draw in this process from now on, and say so."""
+        self._in_process = True
+        self._note = f"charts drawn in the kernel's process ({exc})"
+
+    def _png(self, data: Any) -> bytes:
+        """The charts as PNG: from the helper process, or drawn here (the fallback)."""
+        if not self._in_process:
+            try:
+                png, _, self._worker_cpu = render_worker.frame(data, "png", DPI)
+                return png
+            except render_worker.RenderWorkerError as exc:
+                self._fallback(exc)
+        if self._figure is None:
+            self._figure = chart_figure()
+        return render_png(data, self._figure)
+
+    def _paint_canvas(self, data: Any) -> None:
+        canvas = self.chart_canvas
+        if not self._in_process:
+            try:
+                rgba, shape, self._worker_cpu = render_worker.frame(
+                    data, "rgba", float(canvas.figure.dpi)
+                )
+            except render_worker.RenderWorkerError as exc:
+                self._fallback(exc)
+            else:
+                if not canvas.show_frame(rgba, shape):  # (its dpi changed meanwhile)
+                    self._redraw = True
+                return
+        with DRAW_LOCK:
+            canvas._frame = None
+            draw_charts(canvas.figure, data)
+            canvas.draw()  # (sends the changed pixels to the front end)
 
     def _loop(self) -> None:
         """Render when something changed, at most every ``interval`` s (and at most
@@ -841,11 +832,18 @@ class Dashboard:
                 if self.state.version != seen or self._redraw:
                     seen = self.state.version
                     t = time.thread_time()  # (CPU time: waiting for the GIL is not cost)
+                    self._worker_cpu = 0.0
                     self._render()
                     cpu = time.thread_time() - t
-                    # (the first render imports matplotlib: not a measure of the next ones)
-                    wait = max(self.interval, COST * cpu if self.renders > 1 else 0.0)
-                    self.render_cpu_s = cpu
+                    # (the first render starts the helper and imports matplotlib: not a
+                    # measure of the next ones)
+                    if self.renders > 1:
+                        cores = os.cpu_count() or 1
+                        wait = max(self.interval, COST * cpu,
+                                   self._worker_cpu / (SHARE * cores))  # fmt: skip
+                    else:
+                        wait = self.interval
+                    self.render_cpu_s, self.render_worker_cpu_s = cpu, self._worker_cpu
                     quiet = 0.0
                     continue
                 wait = self.interval
