@@ -8,7 +8,7 @@
 #
 # Narrower runs (device time is scarce): GPU_TESTS selects test files (default tests/;
 # "none" skips the tests), GPU_BENCHES the benchmarks among
-# "gpu numba kernels memory scheduler telemetry" (default all), e.g.
+# "gpu numba kernels memory scheduler telemetry" (default all) and "dashboard" (asked for only), e.g.
 #   GPU_TESTS="tests/test_kernel_cuda.py" GPU_BENCHES=kernels bash scripts/gpu-check.sh
 #
 # The wheels (.whl/) and debs (.gl/) are made on the dev machine, see README "GPU check".
@@ -77,5 +77,12 @@ if [[ $BENCHES == *" scheduler "* ]]; then
 fi
 if [[ $BENCHES == *" telemetry "* ]]; then
   python3 bench/bench_telemetry.py --device cuda --tag "$label" --out "$OUTDIR/telemetry_$label.json" ${TBENCH_ARGS:-} 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
+fi
+# what an open vg.dashboard() costs a loop of tiny launches on numba (all cores) and cuda
+# (needs ipywidgets: its wheels and IPython's in .whl/; DBENCH_ARGS e.g. "--rounds 9")
+if [[ $BENCHES == *" dashboard "* ]]; then
+  for dev in numba cuda; do
+    python3 bench/bench_dashboard.py --device "$dev" --tag "${label}-$dev" --out "$OUTDIR/dashboard_${label}-$dev.json" ${DBENCH_ARGS:-} 2>&1 | tee -a "$OUTDIR/bench-gpu.log"
+  done
 fi
 exit $rc
