@@ -249,6 +249,29 @@ def test_widgets_and_chart_update_after_events():
     assert d.closed and d.widget.comm is None and d.chart.comm is None
 
 
+def test_a_reused_figure_rescales_to_each_frame():
+    """The helper keeps one figure between frames; each frame's timelines still fit their
+    axes (a figure reused without re-enabling y autoscaling kept the first frame's limits,
+    and the mid-run screenshot showed later points drawn off the top)."""
+    from vgpu_nb.notebook.charts import ChartData, chart_figure, draw_charts
+    from vgpu_nb.notebook.dashboard import Point
+
+    def frame(scale: float) -> ChartData:
+        pts = [(float(t), scale * (t + 1), 2 * scale * (t + 1)) for t in range(5)]
+        rec = [Point("saxpy", "numba", 1000, 2000, 1e-3, 0.0)]
+        series, recent = {"numba": pts}, {"numba": rec}
+        return ChartData(t0=0.0, now=5.0, devices=["numba"], series=series, recent=recent,
+                         records=5, pending=0, cals={"numba": None})  # fmt: skip
+
+    fig = chart_figure()
+    for scale in (0.01, 100.0, 0.5):
+        draw_charts(fig, frame(scale))
+        _, top, bottom = fig._vgpu_charts
+        for ax, peak in ((top, 5 * scale), (bottom, 10 * scale)):
+            lo, hi = ax.get_ylim()
+            assert lo == 0 and peak <= hi < 2 * peak, (scale, ax.get_ylabel(), lo, hi)
+
+
 def test_render_thread_updates_the_chart_within_seconds():
     d = vg.dashboard(mode="widgets", charts="png", interval=0.05)
     assert d._thread is not None and d._thread.is_alive()

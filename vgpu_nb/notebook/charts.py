@@ -94,6 +94,9 @@ def draw_charts(fig: Any, snap: ChartData) -> None:
         top.text(0.5, 0.5, "no launches yet", ha="center", va="center",
                  transform=top.transAxes)  # fmt: skip
     for ax in (top, bottom):
+        # (set_ylim below turns y autoscaling off: turn it back on, or a reused figure keeps
+        # the first frame's limits and later points are drawn off the axes)
+        ax.set_autoscaley_on(True)
         ax.relim()  # (the limits of this frame's lines only)
         ax.autoscale_view()
         ax.grid(True, alpha=0.3)
