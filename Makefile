@@ -25,7 +25,9 @@ ifeq ($(HEADLESS),1)
 	$(BIN)/jupyter nbconvert --to html --execute notebooks/00_quickstart.ipynb --output-dir artifacts
 	@echo "wrote artifacts/00_quickstart.html"
 else
-	$(BIN)/jupyter lab notebooks/00_quickstart.ipynb $(if $(filter 0,$(shell id -u)),--allow-root,)
+	@echo "JupyterLab opens notebooks/00_quickstart.ipynb (tutorials/ is beside it). With no browser"
+	@echo "here, open the http://127.0.0.1:... address it prints, then notebooks/00_quickstart.ipynb."
+	$(BIN)/jupyter lab --ServerApp.root_dir=. notebooks/00_quickstart.ipynb $(if $(filter 0,$(shell id -u)),--allow-root,)
 endif
 
 test: sysdeps venv
